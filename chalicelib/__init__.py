@@ -1,0 +1,1 @@
+"""The memcache pool auto-scaler: everything but the wiring in app.py."""

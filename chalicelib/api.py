@@ -1,0 +1,155 @@
+"""The HTTP API of SPEC's table (the scaling-loop and drain routes come with those parts).
+
+Each view parses its input, calls one service and shapes the answer; project errors become
+HTTP codes in ``chalicelib.http.handle_errors``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from chalice import Blueprint, Response
+
+from chalicelib import config as config_rules
+from chalicelib.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fields, single_valued
+from chalicelib.ec2 import Ec2Nodes
+from chalicelib.errors import ValidationError
+from chalicelib.http import handle_errors
+from chalicelib.membership import Membership, parse_cache_pool_ids
+from chalicelib.pages import home_page, instances_page
+from chalicelib.pool import describe_nodes
+from chalicelib.settings import Settings
+from chalicelib.store import StateStore
+
+api = Blueprint(__name__)
+
+DEFAULT_HISTORY_MINUTES = 60
+MAX_HISTORY_MINUTES = 7 * 24 * 60
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
+
+
+def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``api.route`` with the project's error mapping, and JSON or form bodies on POST."""
+    if "POST" in options.get("methods", []):
+        options.setdefault("content_types", ACCEPTED_CONTENT_TYPES)
+
+    def register(view: Callable[..., Any]) -> Callable[..., Any]:
+        api.route(path, **options)(handle_errors(view))
+        return view
+
+    return register
+
+
+def wall_clock() -> datetime:
+    """The time stamped on records that routes write (ticks use their event's time)."""
+    return datetime.now(UTC)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _store(settings: Settings) -> StateStore:
+    return StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days)
+
+
+def _membership(settings: Settings) -> Membership:
+    return Membership(_store(settings), Ec2Nodes(settings.pool_name), settings, wall_clock)
+
+
+def _body() -> tuple[list[tuple[str, Any]], bool]:
+    request = api.current_request
+    return parse_body(request.raw_body, request.headers.get("content-type"))
+
+
+def _source_ip() -> str:
+    return api.current_request.context.get("identity", {}).get("sourceIp") or "unknown"
+
+
+def _wants_json() -> bool:
+    return "application/json" in api.current_request.headers.get("accept", "").lower()
+
+
+def _html(text: str) -> Response:
+    return Response(body=text, status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+def _status() -> dict[str, Any]:
+    config, _, pool = _store(_settings()).load_state()
+    return {"status": "ok", "pool_size": pool.pool_size, "auto_mode": config["auto_mode"]}
+
+
+@route("/", methods=["GET"])
+def home() -> Response:
+    return _html(home_page(_status()))
+
+
+@route("/api/scaler", methods=["GET"])
+def health() -> dict[str, Any]:
+    return _status()
+
+
+@route("/api/scaler/config", methods=["GET"])
+def get_config() -> dict[str, Any]:
+    config, _ = _store(_settings()).load_config()
+    return config
+
+
+@route("/api/scaler/config", methods=["POST"])
+def post_config() -> dict[str, Any]:
+    pairs, from_form = _body()
+    patch = config_rules.parse_patch(single_valued(pairs), from_form=from_form)
+    return config_rules.update_config(
+        _store(_settings()), patch, source_ip=_source_ip(), now=wall_clock()
+    )
+
+
+@route("/api/scaler/cache_list", methods=["GET"])
+def get_cache_list() -> dict[str, Any]:
+    pool = _store(_settings()).load_pool()
+    return {"cache_pool_ids": pool.cache_pool_ids, "nodes": describe_nodes(pool)}
+
+
+@route("/api/scaler/cache_list", methods=["POST"])
+def post_cache_list() -> dict[str, Any]:
+    pairs, from_form = _body()
+    ids = parse_cache_pool_ids(pairs, from_form=from_form)
+    pool = _membership(_settings()).replace(ids, source_ip=_source_ip())
+    return {"cache_pool_ids": pool.cache_pool_ids, "nodes": describe_nodes(pool)}
+
+
+@route("/api/scaler/list", methods=["GET", "POST"], content_types=ACCEPTED_CONTENT_TYPES)
+def list_instances() -> Any:
+    if api.current_request.method == "POST":
+        require_no_fields(_body()[0])
+    instances = _membership(_settings()).list_instances()
+    if _wants_json():
+        return {"instances": instances}
+    return _html(instances_page(instances))
+
+
+@route("/api/scaler/terminate_all", methods=["POST"])
+def terminate_all() -> dict[str, Any]:
+    require_no_fields(_body()[0])
+    return {"terminated": _membership(_settings()).terminate_all(source_ip=_source_ip())}
+
+
+@route("/api/scaler/history", methods=["GET"])
+def history() -> dict[str, Any]:
+    params = api.current_request.query_params or {}
+    unknown = sorted(set(params) - {"minutes"})
+    if unknown:
+        raise ValidationError(f"unknown query parameter(s): {', '.join(unknown)}")
+    minutes = _minutes(params.get("minutes"))
+    return {"records": _store(_settings()).history(minutes)}
+
+
+def _minutes(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_HISTORY_MINUTES
+    if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_HISTORY_MINUTES:
+        raise ValidationError(f"minutes must be an integer from 1 to {MAX_HISTORY_MINUTES}, got {text!r}")
+    return int(text)

@@ -1,0 +1,76 @@
+"""Operator commands: ``python -m chalicelib.cli [--stage S] bootstrap|status``.
+
+Honours ``AWS_ENDPOINT_URL`` (boto3 reads it). A stage's ``environment_variables`` from
+``.chalice/config.json`` fill in what the environment does not set, so that
+``--stage prod bootstrap`` creates the table the prod stage uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from chalicelib.errors import ScalerError
+from chalicelib.pool import describe_nodes
+from chalicelib.settings import Settings
+from chalicelib.store import StateStore
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def stage_environment(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """The process environment over the stage's variables from ``.chalice/config.json``."""
+    path = project_dir / ".chalice" / "config.json"
+    variables: dict[str, str] = {}
+    if path.exists():
+        config = json.loads(path.read_text())
+        variables.update(config.get("environment_variables", {}))
+        variables.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
+    return {**variables, **os.environ}
+
+
+def _store(settings: Settings) -> StateStore:
+    return StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days)
+
+
+def bootstrap(settings: Settings) -> dict[str, Any]:
+    created = _store(settings).create_table()
+    return {"table": settings.table_name, "created": created}
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    config, _, pool = _store(settings).load_state()
+    return {
+        "table": settings.table_name,
+        "pool": settings.pool_name,
+        "pool_size": pool.pool_size,
+        "cache_pool_ids": pool.cache_pool_ids,
+        "nodes": describe_nodes(pool),
+        "config": config,
+    }
+
+
+COMMANDS = {"bootstrap": bootstrap, "status": status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description=__doc__)
+    parser.add_argument("--stage", default=os.environ.get("CHALICE_STAGE", "dev"))
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(stage_environment(args.stage))
+    try:
+        result = COMMANDS[args.command](settings)
+    except ScalerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The scaler's policy configuration: fields, defaults, parsing and SPEC's rules.
+
+Pure: no boto3, no environment, no clock. :func:`update_config` orchestrates a merge through any
+store that offers versioned reads and conditional writes (see ``chalicelib.store``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.errors import BusyError, ValidationError, VersionConflictError
+from chalicelib.records import Record, config_record
+
+MAX_NODES = 8
+POLICIES = ("ratio",)
+# Integers go through JSON and browsers: keep them exact in a double.
+_MAX_SAFE_INT = 2**53 - 1
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # "number", "integer", "boolean" or "choice"
+    default: Any
+    rule: Callable[[Any], bool]
+    rule_text: str
+
+
+FIELDS: dict[str, Field] = {
+    "max_miss_rate_threshold": Field("number", 0.8, lambda x: 0 < x <= 1, "0 < x ≤ 1"),
+    "min_miss_rate_threshold": Field("number", 0.2, lambda x: 0 <= x < 1, "0 ≤ x < 1"),
+    "expand_ratio": Field("number", 2.0, lambda x: x > 1, "> 1"),
+    "shrink_ratio": Field("number", 0.5, lambda x: 0 < x < 1, "0 < x < 1"),
+    "auto_mode": Field("boolean", True, lambda x: True, "true or false"),
+    "min_pool_size": Field("integer", 1, lambda x: 1 <= x <= MAX_NODES, f"1..{MAX_NODES}"),
+    "max_pool_size": Field("integer", MAX_NODES, lambda x: 1 <= x <= MAX_NODES, f"1..{MAX_NODES}"),
+    "scale_in_window_minutes": Field("integer", 5, lambda x: 1 <= x <= 60, "1..60"),
+    "min_get_requests": Field("integer", 50, lambda x: 0 <= x <= _MAX_SAFE_INT, "≥ 0"),
+    "policy": Field("choice", "ratio", lambda x: x in POLICIES, " or ".join(map(repr, POLICIES))),
+}
+
+# The seed's manager-app posted its form with these names.
+ALIASES = {"ratio_expand_pool": "expand_ratio", "ratio_shrink_pool": "shrink_ratio"}
+
+
+def default_config() -> dict[str, Any]:
+    return {name: field.default for name, field in FIELDS.items()}
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _coerce(field: Field, value: Any, from_form: bool) -> Any:
+    """Turn one received value into the field's type, or raise :class:`_Invalid`."""
+    if field.kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise _Invalid("must be a boolean (true or false)")
+    if field.kind == "choice":
+        if isinstance(value, str) and field.rule(value):
+            return value
+        raise _Invalid(f"must be {field.rule_text}")
+    if isinstance(value, bool):
+        raise _Invalid(f"must be {'an integer' if field.kind == 'integer' else 'a number'}")
+    if field.kind == "integer":
+        if from_form and isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            value = int(value.strip())
+        if not isinstance(value, int):
+            raise _Invalid("must be an integer")
+        return value
+    if from_form and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = float(value.strip())
+    if not isinstance(value, (int, float)):
+        raise _Invalid("must be a number")
+    if not math.isfinite(value):
+        raise _Invalid("must be a finite number")
+    return float(value)
+
+
+def parse_patch(raw: Mapping[str, Any], *, from_form: bool = False) -> dict[str, Any]:
+    """Validate the fields of a config POST, one by one, into canonical names and types.
+
+    Form bodies carry only strings, so numbers are parsed from text there; JSON bodies must
+    send numbers as numbers. Booleans may be the strings "true"/"false" in both.
+    """
+    problems: list[str] = []
+    patch: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = ALIASES.get(key, key)
+        field = FIELDS.get(name)
+        if field is None:
+            problems.append(f"{key}: unknown field")
+            continue
+        if name in patch:
+            problems.append(f"{key}: given twice (as {name} and its alias)")
+            continue
+        try:
+            coerced = _coerce(field, value, from_form)
+        except _Invalid as exc:
+            problems.append(f"{key}: {exc}, got {_show(value)}")
+            continue
+        if not field.rule(coerced):
+            problems.append(f"{key}: must be {field.rule_text}, got {_show(value)}")
+            continue
+        patch[name] = coerced
+    if problems:
+        raise ValidationError("; ".join(problems))
+    return patch
+
+
+def check_rules(config: Mapping[str, Any]) -> None:
+    """SPEC's rules that tie fields together, checked on the merged config."""
+    problems = []
+    if not config["min_miss_rate_threshold"] < config["max_miss_rate_threshold"]:
+        problems.append(
+            "min_miss_rate_threshold must be below max_miss_rate_threshold "
+            f"(would be {config['min_miss_rate_threshold']} and {config['max_miss_rate_threshold']})"
+        )
+    if not config["min_pool_size"] <= config["max_pool_size"]:
+        problems.append(
+            "min_pool_size must not exceed max_pool_size "
+            f"(would be {config['min_pool_size']} and {config['max_pool_size']})"
+        )
+    if problems:
+        raise ValidationError("; ".join(problems))
+
+
+def normalize(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A full config from what the table holds: defaults fill fields it lacks."""
+    config = default_config()
+    for name, field in FIELDS.items():
+        if name in stored:
+            value = stored[name]
+            config[name] = float(value) if field.kind == "number" else value
+    return config
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class ConfigStore(Protocol):
+    def load_config(self) -> tuple[dict[str, Any], int]: ...
+
+    def save_config(
+        self, config: dict[str, Any], expected_version: int, record: Record
+    ) -> None: ...
+
+
+def update_config(
+    store: ConfigStore,
+    patch: Mapping[str, Any],
+    *,
+    source_ip: str,
+    now: datetime,
+    attempts: int = 8,
+) -> dict[str, Any]:
+    """Merge ``patch`` into the stored config atomically and answer the config after it.
+
+    Each attempt reads the config and its version, merges, checks SPEC's rules on the result
+    and writes only if nobody wrote in between; a lost race re-reads and merges again, so
+    concurrent writers never lose an update. Writes nothing when nothing changes.
+    """
+    for _ in range(attempts):
+        current, version = store.load_config()
+        merged = {**current, **patch}
+        check_rules(merged)
+        changed = {name: merged[name] for name in patch if merged[name] != current[name]}
+        if not changed:
+            return merged
+        previous = {name: current[name] for name in changed}
+        record = config_record(now, changed=changed, previous=previous, source_ip=source_ip)
+        try:
+            store.save_config(merged, version, record)
+        except VersionConflictError:
+            continue
+        return merged
+    raise BusyError("the config kept changing under this update; try again")

@@ -1,0 +1,204 @@
+"""Membership changes made through the API: set the node list, terminate all, list instances.
+
+Order of work, so that a failure loses no node: the table is written first (with the tag work
+it implies recorded on the pool), then EC2 is told; a failed tag call answers 503 and the next
+writer finishes the recorded work. Instances are only ever released (untagged), never
+terminated, when the manager-app drops them from the list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from chalicelib.config import MAX_NODES
+from chalicelib.ec2 import LIVE_STATES, Ec2Nodes, Instance
+from chalicelib.errors import BusyError, PoolConflictError, ValidationError, VersionConflictError
+from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.records import membership_record
+from chalicelib.settings import Settings
+from chalicelib.store import StateStore
+
+INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+ADOPTABLE_STATES = ("pending", "running")
+_ATTEMPTS = 8
+
+
+def parse_cache_pool_ids(pairs: list[tuple[str, Any]], *, from_form: bool) -> list[str]:
+    """``cache_pool_ids`` of a cache_list POST: 1..8 unique EC2 instance ids, in order.
+
+    A form may repeat the field or give one comma-separated value.
+    """
+    unknown = sorted({key for key, _ in pairs if key != "cache_pool_ids"})
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
+    values = [value for _, value in pairs]
+    if not values:
+        raise ValidationError("cache_pool_ids is required")
+    if from_form:
+        ids = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    elif len(values) == 1 and isinstance(values[0], list):
+        ids = values[0]
+    else:
+        raise ValidationError("cache_pool_ids must be a list of instance ids")
+    if not all(isinstance(node_id, str) for node_id in ids):
+        raise ValidationError("cache_pool_ids must hold only strings")
+    if not 1 <= len(ids) <= MAX_NODES:
+        raise ValidationError(f"cache_pool_ids must hold 1..{MAX_NODES} ids, got {len(ids)}")
+    malformed = [node_id for node_id in ids if not INSTANCE_ID.fullmatch(node_id)]
+    if malformed:
+        raise ValidationError(f"not EC2 instance ids: {', '.join(map(repr, malformed[:8]))}")
+    repeated = sorted({node_id for node_id in ids if ids.count(node_id) > 1})
+    if repeated:
+        raise ValidationError(f"ids listed more than once: {', '.join(repeated)}")
+    return ids
+
+
+class Membership:
+    """The API's membership operations over the table and EC2."""
+
+    def __init__(
+        self, store: StateStore, ec2: Ec2Nodes, settings: Settings, now: Callable[[], datetime]
+    ) -> None:
+        self.store = store
+        self.ec2 = ec2
+        self.settings = settings
+        self.now = now
+
+    # -- cache_list POST ------------------------------------------------------------------
+
+    def replace(self, ids: list[str], *, source_ip: str) -> Pool:
+        """Make ``ids`` the pool, in that order: adopt new ones, release dropped ones."""
+        instances = self._check_adoptable(ids)
+        for _ in range(_ATTEMPTS):
+            pool = self._settle_tags(self.store.load_pool())
+            adopted = [node_id for node_id in ids if pool.node(node_id) is None]
+            released = [node.id for node in pool.nodes if node.id not in ids]
+            nodes = [self._member(pool.node(node_id), instances[node_id]) for node_id in ids]
+            if tuple(nodes) == pool.nodes:
+                return pool
+            record = membership_record(
+                self.now(),
+                change="replace",
+                added=adopted,
+                removed=released,
+                reason="node list set through cache_list",
+                source_ip=source_ip,
+            )
+            changed = pool.with_nodes(nodes, pending_tag=tuple(adopted), pending_untag=tuple(released))
+            try:
+                saved = self.store.save_pool(changed, record)
+            except VersionConflictError:
+                continue
+            return self._settle_tags(saved)
+        raise BusyError("the pool kept changing under this request; try again")
+
+    def _check_adoptable(self, ids: list[str]) -> dict[str, Instance]:
+        image = self.ec2.node_image_id(self.settings.node_ami_id, self.settings.node_launch_template)
+        if image is None:
+            raise PoolConflictError(
+                "no node image is configured (NODE_AMI_ID or NODE_LAUNCH_TEMPLATE), "
+                "so no instance can be checked for adoption"
+            )
+        found = self.ec2.describe(ids)
+        problems = []
+        for node_id in ids:
+            instance = found.get(node_id)
+            if instance is None:
+                problems.append(f"{node_id}: no such instance")
+            elif instance.state not in ADOPTABLE_STATES:
+                problems.append(f"{node_id}: instance is {instance.state}, not pending or running")
+            elif instance.image_id != image:
+                problems.append(f"{node_id}: image {instance.image_id} is not the node image {image}")
+            elif instance.pool not in (None, self.settings.pool_name):
+                problems.append(f"{node_id}: belongs to pool {instance.pool!r}")
+        if problems:
+            raise ValidationError("; ".join(problems))
+        return found
+
+    @staticmethod
+    def _member(current: Node | None, instance: Instance) -> Node:
+        if current is None:
+            return Node(
+                id=instance.id,
+                state=LAUNCHING,
+                ip=instance.ip,
+                instance_type=instance.instance_type,
+                launched_at=instance.launched_at,
+                adopted=True,
+            )
+        # A draining node that the manager-app lists again is taken back, cache still warm.
+        return replace(current, state=IN_SERVICE) if current.state == DRAINING else current
+
+    # -- terminate_all (test endpoint) ----------------------------------------------------
+
+    def terminate_all(self, *, source_ip: str) -> list[str]:
+        """Terminate every live instance of the pool, listed or only tagged, and empty the list."""
+        for _ in range(_ATTEMPTS):
+            # Released instances are no longer ours: untag them first, never terminate them.
+            pool = self._settle_tags(self.store.load_pool())
+            tagged = [instance.id for instance in self.ec2.list_pool_instances()]
+            candidates = list(dict.fromkeys([*pool.live_ids, *tagged]))
+            alive = self.ec2.describe(candidates)
+            doomed = [i for i in candidates if i in alive and alive[i].state in LIVE_STATES]
+            self.ec2.terminate(doomed)
+            if not pool.nodes and not doomed:
+                return []
+            record = membership_record(
+                self.now(),
+                change="terminate_all",
+                removed=doomed,
+                reason="terminate_all test endpoint",
+                source_ip=source_ip,
+            )
+            try:
+                self.store.save_pool(pool.with_nodes([]), record)
+            except VersionConflictError:
+                continue
+            return doomed
+        raise BusyError("the pool kept changing under this request; try again")
+
+    # -- list ---------------------------------------------------------------------------
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        """The pool's nodes in index order, with what EC2 says of each now."""
+        pool = self.store.load_pool()
+        found = self.ec2.describe(pool.live_ids)
+        rows = []
+        for index, node in enumerate(pool.nodes):
+            instance = found.get(node.id)
+            rows.append(
+                {
+                    "id": node.id,
+                    "index": index,
+                    "state": node.state,
+                    "ip": (instance.ip if instance else None) or node.ip,
+                    "instance_type": (instance.instance_type if instance else None) or node.instance_type,
+                    "launched_at": (instance.launched_at if instance else None) or node.launched_at,
+                    "ec2_state": instance.state if instance else "unknown",
+                }
+            )
+        return rows
+
+    # -- tag work owed to EC2 -------------------------------------------------------------
+
+    def _settle_tags(self, pool: Pool) -> Pool:
+        """Carry out the tag work recorded on ``pool`` and record that it is done."""
+        if not pool.pending_tag and not pool.pending_untag:
+            return pool
+        existing = self.ec2.describe([*pool.pending_tag, *pool.pending_untag])
+        self.ec2.tag(_present(pool.pending_tag, existing))
+        self.ec2.untag(_present(pool.pending_untag, existing))
+        settled = replace(pool, pending_tag=(), pending_untag=())
+        try:
+            return self.store.save_pool(settled)
+        except VersionConflictError:
+            # Someone wrote after us and owns the pool's tag work now; ours is done anyway.
+            return self.store.load_pool()
+
+
+def _present(ids: Iterable[str], existing: dict[str, Instance]) -> list[str]:
+    return [node_id for node_id in ids if node_id in existing and existing[node_id].state != "terminated"]
