@@ -102,9 +102,7 @@ def get_config() -> dict[str, Any]:
 def post_config() -> dict[str, Any]:
     pairs, from_form = _body()
     patch = config_rules.parse_patch(single_valued(pairs), from_form=from_form)
-    return config_rules.update_config(
-        _store(_settings()), patch, source_ip=_source_ip(), now=wall_clock()
-    )
+    return config_rules.update_config(_store(_settings()), patch, source_ip=_source_ip(), now=wall_clock())
 
 
 @route("/api/scaler/cache_list", methods=["GET"])

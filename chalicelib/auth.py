@@ -40,11 +40,10 @@ def configured_token(settings: Settings) -> str | None:
     if not settings.api_token_param:
         return None
     try:
-        return parameters.get_parameter(
-            settings.api_token_param, decrypt=True, max_age=_TOKEN_CACHE_SECONDS
-        )
+        return parameters.get_parameter(settings.api_token_param, decrypt=True, max_age=_TOKEN_CACHE_SECONDS)
     except parameters.exceptions.GetParameterError as exc:
-        cause = exc.__cause__
+        # Powertools raises this while handling the ClientError, without chaining it.
+        cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ClientError) and cause.response["Error"]["Code"] == "ParameterNotFound":
             return None
         raise DependencyError("could not read the API token from SSM") from exc
@@ -81,9 +80,7 @@ def _refusal(request: Request, settings: Settings) -> Response | None:
     try:
         expected = configured_token(settings)
     except DependencyError as exc:
-        return error_response(
-            ServiceUnavailableError(str(exc)), {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        )
+        return error_response(ServiceUnavailableError(str(exc)), {"Retry-After": str(RETRY_AFTER_SECONDS)})
     challenge = {"WWW-Authenticate": 'Bearer realm="memcache-scaler"'}
     if expected is None:
         return error_response(UnauthorizedError("no API token is configured for this deployment"), challenge)

@@ -152,9 +152,7 @@ def _show(value: Any) -> str:
 class ConfigStore(Protocol):
     def load_config(self) -> tuple[dict[str, Any], int]: ...
 
-    def save_config(
-        self, config: dict[str, Any], expected_version: int, record: Record
-    ) -> None: ...
+    def save_config(self, config: dict[str, Any], expected_version: int, record: Record) -> None: ...
 
 
 def update_config(

@@ -61,8 +61,7 @@ class Ec2Nodes:
         if not ids:
             return {}
         return {
-            instance.id: instance
-            for instance in self._describe([{"Name": "instance-id", "Values": ids}])
+            instance.id: instance for instance in self._describe([{"Name": "instance-id", "Values": ids}])
         }
 
     def list_pool_instances(self) -> list[Instance]:
@@ -89,17 +88,13 @@ class Ec2Nodes:
     def tag(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
-            self._call(
-                "create_tags", Resources=ids, Tags=[{"Key": POOL_TAG_KEY, "Value": self.pool_name}]
-            )
+            self._call("create_tags", Resources=ids, Tags=[{"Key": POOL_TAG_KEY, "Value": self.pool_name}])
 
     def untag(self, ids: Iterable[str]) -> None:
         """Remove the pool tag; naming the value leaves another pool's tag alone."""
         ids = list(ids)
         if ids:
-            self._call(
-                "delete_tags", Resources=ids, Tags=[{"Key": POOL_TAG_KEY, "Value": self.pool_name}]
-            )
+            self._call("delete_tags", Resources=ids, Tags=[{"Key": POOL_TAG_KEY, "Value": self.pool_name}])
 
     def terminate(self, ids: Iterable[str]) -> None:
         ids = list(ids)

@@ -91,4 +91,3 @@ def describe_nodes(pool: Pool) -> list[dict[str, Any]]:
         {"id": node.id, "ip": node.ip, "index": index, "state": node.state}
         for index, node in enumerate(pool.nodes)
     ]
-

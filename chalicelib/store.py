@@ -43,9 +43,7 @@ def _dependency_error(exc: Exception, table: str) -> DependencyError:
 class StateStore:
     """Versioned config and membership, and the history, for one pool."""
 
-    def __init__(
-        self, table_name: str, pool_name: str, *, ttl_days: int = 30, client: Any = None
-    ) -> None:
+    def __init__(self, table_name: str, pool_name: str, *, ttl_days: int = 30, client: Any = None) -> None:
         self.table_name = table_name
         self.pool_name = pool_name
         self.ttl_days = ttl_days

@@ -1,0 +1,116 @@
+"""Shared fixtures: moto for AWS, the Chalice test client, and helpers that read state back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from chalicelib import aws
+from chalicelib.settings import POOL_TAG_KEY, Settings
+from chalicelib.store import StateStore
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEV_ENV = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["dev"][
+    "environment_variables"
+]
+TABLE = DEV_ENV["TABLE_NAME"]
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NODE_AMI = "ami-12c6146b"  # one of the images moto knows
+OTHER_AMI = "ami-03cf127a"
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach real AWS: fake credentials, no endpoint, a fixed region."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("SCALER_API_TOKEN", TOKEN)
+    monkeypatch.setenv("NODE_AMI_ID", NODE_AMI)
+    monkeypatch.setenv("TABLE_NAME", TABLE)
+    monkeypatch.delenv("POOL_NAME", raising=False)
+    aws.reset_clients()
+
+
+@pytest.fixture
+def moto() -> Iterator[None]:
+    """moto for every AWS service, with the table bootstrapped."""
+    with mock_aws():
+        aws.reset_clients()
+        StateStore(TABLE, "default").create_table()
+        yield
+    aws.reset_clients()
+
+
+@pytest.fixture
+def store(moto: None) -> StateStore:
+    return StateStore(TABLE, "default")
+
+
+@pytest.fixture
+def client(moto: None) -> Client:
+    from app import app
+
+    return Client(app, stage_name="dev", project_dir=str(PROJECT_DIR))
+
+
+@pytest.fixture
+def prod_client(moto: None) -> Client:
+    from app import app
+
+    return Client(app, stage_name="prod", project_dir=str(PROJECT_DIR))
+
+
+@pytest.fixture
+def ec2(moto: None) -> Any:
+    return boto3.client("ec2", region_name=REGION)
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def run_instances(ec2: Any, count: int = 1, image: str = NODE_AMI, pool: str | None = None) -> list[str]:
+    """Start ``count`` instances of ``image``, tagged for ``pool`` when given."""
+    extra: dict[str, Any] = {}
+    if pool is not None:
+        extra["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": POOL_TAG_KEY, "Value": pool}]}
+        ]
+    reply = ec2.run_instances(ImageId=image, MinCount=count, MaxCount=count, InstanceType="t3.micro", **extra)
+    return [instance["InstanceId"] for instance in reply["Instances"]]
+
+
+def instance_states(ec2: Any) -> dict[str, tuple[str, str | None]]:
+    """Every instance moto knows: id → (state, pool tag)."""
+    result = {}
+    for reservation in ec2.describe_instances()["Reservations"]:
+        for instance in reservation["Instances"]:
+            tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+            result[instance["InstanceId"]] = (instance["State"]["Name"], tags.get(POOL_TAG_KEY))
+    return result
+
+
+def table_items(table: str = TABLE) -> list[dict[str, Any]]:
+    """The whole table, for "nothing changed" checks."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    return sorted(client.scan(TableName=table)["Items"], key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
+
+
+def post_json(client: Client, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    return client.http.post(
+        path,
+        headers={"Content-Type": "application/json", **AUTH, **(headers or {})},
+        body=json.dumps(body) if not isinstance(body, (str, bytes)) else body,
+    )
