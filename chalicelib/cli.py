@@ -1,8 +1,8 @@
 """Operator commands: ``python -m chalicelib.cli [--stage S] bootstrap|status``.
 
 Honours ``AWS_ENDPOINT_URL`` (boto3 reads it). A stage's ``environment_variables`` from
-``.chalice/config.json`` fill in what the environment does not set, so that
-``--stage prod bootstrap`` creates the table the prod stage uses.
+``.chalice/config.json`` win over the shell's, as they do for the deployed functions and for
+``chalice local``, so that ``--stage prod bootstrap`` creates the table the prod stage uses.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def stage_environment(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
-    """The process environment over the stage's variables from ``.chalice/config.json``."""
+    """The process environment, overridden by the stage's variables from ``.chalice/config.json``."""
     path = project_dir / ".chalice" / "config.json"
     variables: dict[str, str] = {}
     if path.exists():
         config = json.loads(path.read_text())
         variables.update(config.get("environment_variables", {}))
         variables.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
-    return {**variables, **os.environ}
+    return {**os.environ, **variables}
 
 
 def _store(settings: Settings) -> StateStore:

@@ -1,0 +1,189 @@
+"""Start the local stack: moto on ``MOTO_PORT``, the table, ``chalice local`` on ``PORT``.
+
+Runs until Ctrl-C or SIGTERM, then stops its child and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import NoReturn
+
+from moto.server import ThreadedMotoServer
+
+from chalicelib import aws, cli
+from chalicelib.errors import ScalerError
+from chalicelib.settings import Settings
+
+HOST = "127.0.0.1"
+STAGE = "dev"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_SECONDS = 30.0
+POLL_SECONDS = 0.2
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class StartError(Exception):
+    """The stack could not start; the message says what to change."""
+
+
+def _port(name: str, default: int) -> int:
+    text = os.environ.get(name) or str(default)
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise StartError(f"{name}={text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _require_free(port: int, name: str) -> None:
+    # SO_REUSEADDR as the servers themselves use it: a port left in TIME_WAIT by the previous
+    # run binds fine and must not count as taken; a listening socket still refuses.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise StartError(f"port {port} on {HOST} is already in use; set {name} to a free port") from exc
+
+
+def _set_environment(moto_port: int) -> None:
+    """The AWS settings that point this process and its child at the emulator."""
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{HOST}:{moto_port}"
+    # boto3 refuses to sign without credentials; the emulator accepts any.
+    defaults = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SCALER_API_TOKEN": secrets.token_urlsafe(24),
+    }
+    for name, value in defaults.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+
+
+def _prepare_emulator() -> None:
+    """Create the table and pick an AMI, through the same code operators use."""
+    if not os.environ.get("NODE_AMI_ID"):
+        images = aws.client("ec2").describe_images(Owners=["amazon"])["Images"]
+        if not images:
+            raise StartError("the emulator offers no Amazon image; set NODE_AMI_ID")
+        os.environ["NODE_AMI_ID"] = images[0]["ImageId"]
+    result = cli.bootstrap(Settings.from_env(cli.stage_environment(STAGE)))
+    print(f"table {result['table']}: {'created' if result['created'] else 'already there'}", flush=True)
+
+
+def _start_api(port: int) -> subprocess.Popen[bytes]:
+    chalice = Path(sys.executable).parent / "chalice"
+    if not chalice.exists():
+        raise StartError(f"{chalice} not found; install requirements-dev.txt into this environment")
+    # No autoreload: its watcher stats every file under the project (the .venv included) each
+    # second and restarts on any new file, and it adds a grandchild that SIGTERM would orphan.
+    options = ["--host", HOST, "--port", str(port), "--stage", STAGE, "--no-autoreload"]
+    # The child inherits an ignored SIGINT, so Ctrl-C at the terminal (sent to the whole
+    # process group) reaches only us and we stop the child in order, without its traceback.
+    # It stays in our process group, so a supervisor's killpg still reaches it.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen([str(chalice), "local", *options], cwd=PROJECT_DIR)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_until_ready(api: subprocess.Popen[bytes], port: int) -> None:
+    url = f"http://{HOST}:{port}/api/scaler"
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise StartError(f"chalice local exited with code {api.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(POLL_SECONDS)
+    raise StartError(f"the API did not answer 200 on {url} within {READY_TIMEOUT_SECONDS:.0f} s")
+
+
+def _stop(api: subprocess.Popen[bytes]) -> None:
+    if api.poll() is None:
+        api.terminate()
+        try:
+            api.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait()
+
+
+def _announce(port: int, moto_port: int) -> None:
+    url = f"http://{HOST}:{port}/"
+    token = os.environ["SCALER_API_TOKEN"]
+    print(
+        "\n".join(
+            [
+                "",
+                f"memcache-scaler local stack (stage {STAGE}, AWS emulator on {HOST}:{moto_port})",
+                f"  URL:       {url}",
+                f"  API token: {token}",
+                f"  try:       curl -H 'Authorization: Bearer {token}' {url}api/scaler/config",
+                "Ctrl-C stops the stack.",
+            ]
+        ),
+        flush=True,
+    )
+
+
+def run() -> NoReturn:
+    """Start everything, then serve until interrupted (KeyboardInterrupt) or a failure (StartError)."""
+    moto_port, port = _port("MOTO_PORT", 5000), _port("PORT", 8000)
+    if moto_port == port:
+        raise StartError(f"MOTO_PORT and PORT are both {port}; set one of them to another port")
+    _require_free(moto_port, "MOTO_PORT")
+    _require_free(port, "PORT")
+    print(
+        "note: the scheduler (TICK_SECONDS) and the simulated cache tier (SIMULATE) "
+        "are not part of this stack yet",
+        flush=True,
+    )
+    _set_environment(moto_port)
+    # werkzeug would log every emulator request; the API's own log is the useful one.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    emulator = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)
+    emulator.start()
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        _prepare_emulator()
+        api = _start_api(port)
+        _wait_until_ready(api, port)
+        _announce(port, moto_port)
+        api.wait()
+        raise StartError(f"chalice local exited with code {api.returncode}")
+    finally:
+        if api is not None:
+            _stop(api)
+        emulator.stop()
+
+
+def main() -> int:
+    # SIGTERM takes the same path as Ctrl-C, so both stop the child before we exit.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run()
+    except KeyboardInterrupt:
+        print("\nlocal stack stopped", flush=True)
+        return 0
+    except (StartError, ScalerError) as exc:
+        print(f"local stack: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""End to end: ``python -m local_stack`` over real HTTP on loopback, started and stopped as a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.stack
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+TOKEN = "test-token-for-the-local-stack"
+# The stack's last start-up line: printed only once the API has answered.
+READY_LINE = "Ctrl-C stops the stack."
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+POLL_SECONDS = 0.2
+HTTP_TIMEOUT_SECONDS = 5.0
+
+
+class Output:
+    """The stack's output, read by a thread: a waiting test never blocks on the pipe, nor the
+    stack on a full pipe."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line)
+            if line.strip() == READY_LINE:
+                self.ready.set()
+
+    def text(self, timeout: float = STOP_TIMEOUT_SECONDS) -> str:
+        self._thread.join(timeout)
+        return "".join(self.lines)
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    output: Output
+    port: int
+    moto_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out for port 0, all held at once so that they differ."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from /proc (children of children too)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name may hold spaces; the fields after its closing parenthesis do not.
+            fields = stat.read_text().rpartition(")")[2].split()
+            if fields[0] != "Z":
+                parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_stack(port: int, moto_port: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "MOTO_PORT": str(moto_port),
+        "SCALER_API_TOKEN": TOKEN,
+        "PYTHONUNBUFFERED": "1",
+    }
+    # The test's own AWS settings must not leak in: the stack sets what it needs.
+    for name in ("AWS_ENDPOINT_URL", "NODE_AMI_ID", "TABLE_NAME"):
+        env.pop(name, None)
+    # Its own process group, as a shell gives a foreground job: SIGINT to the group is Ctrl-C.
+    return subprocess.Popen(
+        [sys.executable, "-m", "local_stack"],
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+    )
+
+
+def wait_until_up(stack: Stack) -> None:
+    """Until the stack says it is ready: the API answering alone could come before that."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not stack.output.ready.wait(POLL_SECONDS):
+        if stack.process.poll() is not None:
+            pytest.fail(f"the stack exited with {stack.process.returncode}:\n{stack.output.text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not ready within {START_TIMEOUT_SECONDS:.0f} s:\n{stack.output.text(0)}")
+    health = requests.get(f"{stack.url}/api/scaler", timeout=HTTP_TIMEOUT_SECONDS)
+    assert health.status_code == 200, health.text
+
+
+def interrupt_and_check(stack: Stack) -> str:
+    """Ctrl-C the stack; assert it exits 0, frees both ports and leaves no child behind."""
+    children = descendants(stack.process.pid)
+    assert children, "the stack should run the API as a child process"
+    os.killpg(stack.process.pid, signal.SIGINT)
+    stack.process.wait(STOP_TIMEOUT_SECONDS)
+    output = stack.output.text()
+    assert stack.process.returncode == 0, output
+    assert not [pid for pid in children if is_alive(pid)], output
+    assert port_is_free(stack.port), output
+    assert port_is_free(stack.moto_port), output
+    return output
+
+
+@contextlib.contextmanager
+def running_stack(port: int, moto_port: int) -> Iterator[Stack]:
+    process = start_stack(port, moto_port)
+    stack = Stack(process, Output(process), port, moto_port)
+    try:
+        wait_until_up(stack)
+        yield stack
+    finally:
+        # Whatever happened, leave nothing running, even a child the stack failed to stop:
+        # the API child shares the stack's process group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stack.process.pid, signal.SIGKILL)
+        stack.process.wait(STOP_TIMEOUT_SECONDS)
+        stack.output.text()  # the reader reaches the end of the pipe before it is closed
+        if stack.process.stdout is not None:
+            stack.process.stdout.close()
+
+
+def test_stack_serves_the_api_and_stops_on_ctrl_c() -> None:
+    port, moto_port = free_ports(2)
+    with running_stack(port, moto_port) as stack:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        health = requests.get(f"{stack.url}/api/scaler", timeout=HTTP_TIMEOUT_SECONDS)
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok", "pool_size": 0, "auto_mode": True}
+
+        anonymous = requests.get(f"{stack.url}/api/scaler/config", timeout=HTTP_TIMEOUT_SECONDS)
+        assert anonymous.status_code == 401
+
+        config = requests.get(f"{stack.url}/api/scaler/config", headers=auth, timeout=HTTP_TIMEOUT_SECONDS)
+        assert config.status_code == 200
+        assert config.json()["max_miss_rate_threshold"] == 0.8
+
+        changed = requests.post(
+            f"{stack.url}/api/scaler/config",
+            json={"max_miss_rate_threshold": 0.9},
+            headers=auth,
+            timeout=HTTP_TIMEOUT_SECONDS,
+        )
+        assert changed.status_code == 200, changed.text
+        again = requests.get(f"{stack.url}/api/scaler/config", headers=auth, timeout=HTTP_TIMEOUT_SECONDS)
+        assert again.json()["max_miss_rate_threshold"] == 0.9
+
+        history = requests.get(f"{stack.url}/api/scaler/history", headers=auth, timeout=HTTP_TIMEOUT_SECONDS)
+        assert history.status_code == 200
+        assert "config" in [record.get("kind") for record in history.json()["records"]]
+
+        output = interrupt_and_check(stack)
+        assert f"http://{HOST}:{port}/" in output
+        assert TOKEN in output
+
+
+def test_a_second_start_on_the_same_ports_works() -> None:
+    port, moto_port = free_ports(2)
+    for _ in range(2):
+        with running_stack(port, moto_port) as stack:
+            health = requests.get(f"{stack.url}/api/scaler", timeout=HTTP_TIMEOUT_SECONDS)
+            assert health.json()["status"] == "ok"
+            interrupt_and_check(stack)
+
+
+def test_a_taken_port_is_named_and_exits_1() -> None:
+    port, moto_port = free_ports(2)
+    with socket.socket() as squatter:
+        squatter.bind((HOST, port))
+        squatter.listen()
+        process = start_stack(port, moto_port)
+        output, _ = process.communicate(timeout=START_TIMEOUT_SECONDS)
+    assert process.returncode == 1, output
+    assert str(port) in output
+    assert "set PORT to" in output
+    assert port_is_free(moto_port), "nothing should have started on the emulator's port"
