@@ -173,8 +173,10 @@ def run() -> NoReturn:
 
 
 def main() -> int:
-    # SIGTERM takes the same path as Ctrl-C, so both stop the child before we exit.
+    # SIGTERM takes the same path as Ctrl-C, so both stop the child before we exit. SIGINT is
+    # set too: a shell starts background jobs with it ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run()
     except KeyboardInterrupt:
