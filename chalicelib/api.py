@@ -18,11 +18,13 @@ from chalicelib.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fie
 from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import ValidationError
 from chalicelib.http import handle_errors
+from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.membership import Membership, parse_cache_pool_ids
 from chalicelib.pages import home_page, instances_page
-from chalicelib.pool import describe_nodes
+from chalicelib.pool import Pool, describe_nodes
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
+from chalicelib.tick import TickDeps
 
 api = Blueprint(__name__)
 
@@ -44,8 +46,12 @@ def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[
 
 
 def wall_clock() -> datetime:
-    """The time stamped on records that routes write (ticks use their event's time)."""
     return datetime.now(UTC)
+
+
+def pool_clock(pool: Pool) -> datetime:
+    """The time stamped on records that routes write: the pool's clock (see ``Pool.clock``)."""
+    return pool.clock(wall_clock())
 
 
 def _settings() -> Settings:
@@ -57,7 +63,7 @@ def _store(settings: Settings) -> StateStore:
 
 
 def _membership(settings: Settings) -> Membership:
-    return Membership(_store(settings), Ec2Nodes(settings.pool_name), settings, wall_clock)
+    return Membership(_store(settings), Ec2Nodes(settings.pool_name), settings, pool_clock)
 
 
 def _body() -> tuple[list[tuple[str, Any]], bool]:
@@ -102,7 +108,9 @@ def get_config() -> dict[str, Any]:
 def post_config() -> dict[str, Any]:
     pairs, from_form = _body()
     patch = config_rules.parse_patch(single_valued(pairs), from_form=from_form)
-    return config_rules.update_config(_store(_settings()), patch, source_ip=_source_ip(), now=wall_clock())
+    store = _store(_settings())
+    now = pool_clock(store.load_pool())
+    return config_rules.update_config(store, patch, source_ip=_source_ip(), now=now)
 
 
 @route("/api/scaler/cache_list", methods=["GET"])
@@ -133,6 +141,21 @@ def list_instances() -> Any:
 def terminate_all() -> dict[str, Any]:
     require_no_fields(_body()[0])
     return {"terminated": _membership(_settings()).terminate_all(source_ip=_source_ip())}
+
+
+@route("/api/scaler/set_test_miss_rate", methods=["POST"])
+def post_set_test_miss_rate() -> dict[str, Any]:
+    pairs, from_form = _body()
+    rate = parse_test_miss_rate(single_valued(pairs), from_form=from_form)
+    deps = TickDeps.from_settings(_settings())
+    return set_test_miss_rate(deps, rate, clock=pool_clock, source_ip=_source_ip())
+
+
+@route("/api/scaler/resize", methods=["POST"])
+def post_resize() -> dict[str, Any]:
+    pairs, from_form = _body()
+    target = parse_target_size(single_valued(pairs), from_form=from_form)
+    return resize(TickDeps.from_settings(_settings()), target, clock=pool_clock, source_ip=_source_ip())
 
 
 @route("/api/scaler/history", methods=["GET"])

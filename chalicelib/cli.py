@@ -1,4 +1,4 @@
-"""Operator commands: ``python -m chalicelib.cli [--stage S] bootstrap|status``.
+"""Operator commands: ``python -m chalicelib.cli [--stage S] bootstrap|status|tick``.
 
 Honours ``AWS_ENDPOINT_URL`` (boto3 reads it). A stage's ``environment_variables`` from
 ``.chalice/config.json`` win over the shell's, as they do for the deployed functions and for
@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from chalicelib.errors import ScalerError
 from chalicelib.pool import describe_nodes
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
+from chalicelib.tick import TickDeps, run_tick, tick_time
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -54,17 +56,32 @@ def status(settings: Settings) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"bootstrap": bootstrap, "status": status}
+def tick(settings: Settings, at: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    moment = at or datetime.now(UTC).isoformat()
+    return run_tick(TickDeps.from_settings(settings), moment, dry_run=dry_run)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chalicelib.cli", description=__doc__)
     parser.add_argument("--stage", default=os.environ.get("CHALICE_STAGE", "dev"))
-    parser.add_argument("command", choices=sorted(COMMANDS))
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("bootstrap", help="create the table (safe to repeat)")
+    commands.add_parser("status", help="config, pool size and nodes")
+    tick_parser = commands.add_parser("tick", help="one tick with that clock; prints the decision")
+    tick_parser.add_argument("--at", help="the tick's time, ISO-8601 (default: now)")
+    tick_parser.add_argument("--dry-run", action="store_true", help="decide, but change nothing")
     args = parser.parse_args(argv)
     settings = Settings.from_env(stage_environment(args.stage))
     try:
-        result = COMMANDS[args.command](settings)
+        if args.command == "tick":
+            if args.at is not None:
+                try:
+                    tick_time(args.at)
+                except ValueError:
+                    parser.error(f"--at: not an ISO-8601 time: {args.at!r}")
+            result = tick(settings, args.at, args.dry_run)
+        else:
+            result = bootstrap(settings) if args.command == "bootstrap" else status(settings)
     except ScalerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

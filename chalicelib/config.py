@@ -86,17 +86,24 @@ def _coerce(field: Field, value: Any, from_form: bool) -> Any:
     return float(value)
 
 
-def parse_patch(raw: Mapping[str, Any], *, from_form: bool = False) -> dict[str, Any]:
-    """Validate the fields of a config POST, one by one, into canonical names and types.
+def parse_patch(
+    raw: Mapping[str, Any],
+    *,
+    from_form: bool = False,
+    fields: Mapping[str, Field] = FIELDS,
+    aliases: Mapping[str, str] = ALIASES,
+    required: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Validate the fields of a POST, one by one, into canonical names and types.
 
     Form bodies carry only strings, so numbers are parsed from text there; JSON bodies must
     send numbers as numbers. Booleans may be the strings "true"/"false" in both.
     """
-    problems: list[str] = []
+    problems: list[str] = [f"{name}: required" for name in required if name not in raw]
     patch: dict[str, Any] = {}
     for key, value in raw.items():
-        name = ALIASES.get(key, key)
-        field = FIELDS.get(name)
+        name = aliases.get(key, key)
+        field = fields.get(name)
         if field is None:
             problems.append(f"{key}: unknown field")
             continue

@@ -9,11 +9,16 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws
-from chalicelib.errors import DependencyError
-from chalicelib.settings import POOL_TAG_KEY
+from chalicelib.errors import DependencyError, PoolConflictError
+from chalicelib.settings import POOL_TAG_KEY, LaunchSpec
 
 # States in which an instance still exists for the pool (and still costs money).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# Carries a launch's idempotency token, so that a retried launch finds the instance it made.
+LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"
+# EC2's words for "not this instance type here now": try the next one in NODE_INSTANCE_TYPES.
+CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InstanceLimitExceeded", "Unsupported")
+DEFAULT_INSTANCE_TYPE = "t3.micro"
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class Instance:
     instance_type: str | None
     launched_at: str | None
     pool: str | None  # the value of the pool tag, if any
+    launch_token: str | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Instance:
@@ -38,6 +44,7 @@ class Instance:
             instance_type=data.get("InstanceType"),
             launched_at=launch_time.strftime("%Y-%m-%dT%H:%M:%SZ") if launch_time else None,
             pool=tags.get(POOL_TAG_KEY),
+            launch_token=tags.get(LAUNCH_TOKEN_TAG),
         )
 
 
@@ -100,6 +107,65 @@ class Ec2Nodes:
         ids = list(ids)
         if ids:
             self._call("terminate_instances", InstanceIds=ids)
+
+    def launch(self, token: str, spec: LaunchSpec, slot: int) -> Instance:
+        """Launch one node, tagged for the pool, idempotently under ``token``.
+
+        ``slot`` (the node's index) spreads nodes over ``NODE_SUBNET_IDS``. When EC2 has no
+        capacity for a type, the next of ``NODE_INSTANCE_TYPES`` is tried.
+        """
+        if not spec.ami_id and not spec.launch_template:
+            raise PoolConflictError("set NODE_AMI_ID or NODE_LAUNCH_TEMPLATE so that nodes can be launched")
+        types: tuple[str | None, ...] = spec.instance_types or (
+            (None,) if spec.launch_template else (DEFAULT_INSTANCE_TYPE,)
+        )
+        last_error: ClientError | None = None
+        for attempt, instance_type in enumerate(types):
+            request = self._launch_request(token, spec, slot, instance_type)
+            # A different type is a different request: it needs its own token.
+            request["ClientToken"] = token if attempt == 0 else f"{token}-{attempt}"
+            try:
+                reply = self.client.run_instances(**request)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in CAPACITY_ERRORS:
+                    raise _dependency_error(exc) from exc
+                last_error = exc
+                continue
+            except BotoCoreError as exc:
+                raise _dependency_error(exc) from exc
+            return Instance.from_api(reply["Instances"][0])
+        assert last_error is not None
+        raise _dependency_error(last_error) from last_error
+
+    def _launch_request(
+        self, token: str, spec: LaunchSpec, slot: int, instance_type: str | None
+    ) -> dict[str, Any]:
+        tags = [{"Key": POOL_TAG_KEY, "Value": self.pool_name}, {"Key": LAUNCH_TOKEN_TAG, "Value": token}]
+        request: dict[str, Any] = {
+            "MinCount": 1,
+            "MaxCount": 1,
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+        }
+        if spec.launch_template:
+            key = "LaunchTemplateId" if spec.launch_template.startswith("lt-") else "LaunchTemplateName"
+            request["LaunchTemplate"] = {key: spec.launch_template, "Version": "$Default"}
+        if spec.ami_id:
+            request["ImageId"] = spec.ami_id
+        if instance_type:
+            request["InstanceType"] = instance_type
+        if spec.subnet_ids:
+            request["SubnetId"] = spec.subnet_ids[slot % len(spec.subnet_ids)]
+        if spec.security_group_ids:
+            request["SecurityGroupIds"] = list(spec.security_group_ids)
+        if spec.key_name:
+            request["KeyName"] = spec.key_name
+        if spec.instance_profile:
+            key = "Arn" if spec.instance_profile.startswith("arn:") else "Name"
+            request["IamInstanceProfile"] = {key: spec.instance_profile}
+        if spec.user_data_file:
+            with open(spec.user_data_file, encoding="utf-8") as user_data:
+                request["UserData"] = user_data.read()
+        return request
 
     def _describe(self, filters: list[dict[str, Any]]) -> list[Instance]:
         try:

@@ -31,5 +31,9 @@ class VersionConflictError(ScalerError):
     """A conditional write lost against another writer; re-read and try again."""
 
 
+class RecordExistsError(VersionConflictError):
+    """A record with a fixed key (a tick's) was written before: that work is done."""
+
+
 class BusyError(DependencyError):
     """Another writer kept winning the pool's state; try again shortly (HTTP 503)."""

@@ -61,12 +61,12 @@ class Membership:
     """The API's membership operations over the table and EC2."""
 
     def __init__(
-        self, store: StateStore, ec2: Ec2Nodes, settings: Settings, now: Callable[[], datetime]
+        self, store: StateStore, ec2: Ec2Nodes, settings: Settings, clock: Callable[[Pool], datetime]
     ) -> None:
         self.store = store
         self.ec2 = ec2
         self.settings = settings
-        self.now = now
+        self.clock = clock
 
     # -- cache_list POST ------------------------------------------------------------------
 
@@ -81,14 +81,16 @@ class Membership:
             if tuple(nodes) == pool.nodes:
                 return pool
             record = membership_record(
-                self.now(),
+                self.clock(pool),
                 change="replace",
                 added=adopted,
                 removed=released,
                 reason="node list set through cache_list",
                 source_ip=source_ip,
             )
-            changed = pool.with_nodes(nodes, pending_tag=tuple(adopted), pending_untag=tuple(released))
+            changed = pool.with_nodes(
+                nodes, pending_tag=tuple(adopted), pending_untag=tuple(released), recent_miss_rates=()
+            )
             try:
                 saved = self.store.save_pool(changed, record)
             except VersionConflictError:
@@ -148,14 +150,14 @@ class Membership:
             if not pool.nodes and not doomed:
                 return []
             record = membership_record(
-                self.now(),
+                self.clock(pool),
                 change="terminate_all",
                 removed=doomed,
                 reason="terminate_all test endpoint",
                 source_ip=source_ip,
             )
             try:
-                self.store.save_pool(pool.with_nodes([]), record)
+                self.store.save_pool(pool.with_nodes([], recent_miss_rates=()), record)
             except VersionConflictError:
                 continue
             return doomed
@@ -183,21 +185,23 @@ class Membership:
             )
         return rows
 
-    # -- tag work owed to EC2 -------------------------------------------------------------
-
     def _settle_tags(self, pool: Pool) -> Pool:
-        """Carry out the tag work recorded on ``pool`` and record that it is done."""
-        if not pool.pending_tag and not pool.pending_untag:
-            return pool
-        existing = self.ec2.describe([*pool.pending_tag, *pool.pending_untag])
-        self.ec2.tag(_present(pool.pending_tag, existing))
-        self.ec2.untag(_present(pool.pending_untag, existing))
-        settled = replace(pool, pending_tag=(), pending_untag=())
-        try:
-            return self.store.save_pool(settled)
-        except VersionConflictError:
-            # Someone wrote after us and owns the pool's tag work now; ours is done anyway.
-            return self.store.load_pool()
+        return settle_tags(self.store, self.ec2, pool)
+
+
+def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool) -> Pool:
+    """Carry out the tag work recorded on ``pool`` and record that it is done."""
+    if not pool.pending_tag and not pool.pending_untag:
+        return pool
+    existing = ec2.describe([*pool.pending_tag, *pool.pending_untag])
+    ec2.tag(_present(pool.pending_tag, existing))
+    ec2.untag(_present(pool.pending_untag, existing))
+    settled = replace(pool, pending_tag=(), pending_untag=())
+    try:
+        return store.save_pool(settled)
+    except VersionConflictError:
+        # Someone wrote after us and owns the pool's tag work now; ours is done anyway.
+        return store.load_pool()
 
 
 def _present(ids: Iterable[str], existing: dict[str, Instance]) -> list[str]:

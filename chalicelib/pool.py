@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 LAUNCHING = "launching"
@@ -18,9 +19,13 @@ class Node:
     ip: str | None = None
     instance_type: str | None = None
     launched_at: str | None = None
-    # Set when the scaler took an instance it did not launch (cache_list POST); the next tick
-    # stamps its own clock on such a node rather than trusting the instance's launch time.
+    # Set when the scaler took an instance it did not launch (cache_list POST).
     adopted: bool = False
+    # The tick time (SPEC's T) at which the node entered its state. Routes leave it unset and
+    # the next tick stamps its own T: routes do not start clocks.
+    since: str | None = None
+    # The launch's idempotency token, when the scaler launched the node.
+    token: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Node:
@@ -42,6 +47,14 @@ class Pool:
     sequence: int = 0
     pending_tag: tuple[str, ...] = ()
     pending_untag: tuple[str, ...] = ()
+    # The newest tick applied, and what it decided (a retried event answers this again).
+    last_tick: str | None = None
+    last_tick_wall: str | None = None  # the wall clock when that tick wrote (see ``clock``)
+    last_decision: dict[str, Any] | None = None
+    # Miss rates of the ticks with data since the last resize, oldest first (the scale-in window).
+    recent_miss_rates: tuple[float, ...] = ()
+    # A plan written before acting on EC2 and cleared after: whoever finds it finishes it.
+    pending_plan: dict[str, Any] | None = None
 
     @property
     def members(self) -> tuple[Node, ...]:
@@ -57,6 +70,13 @@ class Pool:
         return [node.id for node in self.members]
 
     @property
+    def in_service_ids(self) -> list[str]:
+        return [node.id for node in self.nodes if node.state == IN_SERVICE]
+
+    def count(self, state: str) -> int:
+        return sum(1 for node in self.nodes if node.state == state)
+
+    @property
     def live_ids(self) -> list[str]:
         return [node.id for node in self.nodes]
 
@@ -69,6 +89,11 @@ class Pool:
             "sequence": self.sequence,
             "pending_tag": list(self.pending_tag),
             "pending_untag": list(self.pending_untag),
+            "last_tick": self.last_tick,
+            "last_tick_wall": self.last_tick_wall,
+            "last_decision": self.last_decision,
+            "recent_miss_rates": list(self.recent_miss_rates),
+            "pending_plan": self.pending_plan,
         }
 
     @classmethod
@@ -79,7 +104,25 @@ class Pool:
             sequence=int(data.get("sequence", 0)),
             pending_tag=tuple(data.get("pending_tag", [])),
             pending_untag=tuple(data.get("pending_untag", [])),
+            last_tick=data.get("last_tick"),
+            last_tick_wall=data.get("last_tick_wall"),
+            last_decision=data.get("last_decision"),
+            recent_miss_rates=tuple(data.get("recent_miss_rates", [])),
+            pending_plan=data.get("pending_plan"),
         )
+
+    def clock(self, wall_now: datetime) -> datetime:
+        """The pool's clock, for records that routes write.
+
+        Ticks run on their event's time, which a simulation may set far from the wall clock;
+        records of routes must sort among the tick records. So: the last tick's T, plus the wall
+        time passed since that tick wrote, kept within that minute. Before any tick, the wall clock.
+        """
+        if self.last_tick is None:
+            return wall_now
+        tick = _parse(self.last_tick)
+        elapsed = (wall_now - _parse(self.last_tick_wall)).total_seconds() if self.last_tick_wall else 0.0
+        return tick + timedelta(seconds=min(max(elapsed, 0.0), 59.999))
 
     def with_nodes(self, nodes: list[Node] | tuple[Node, ...], **changes: Any) -> Pool:
         return replace(self, nodes=tuple(nodes), **changes)
@@ -91,3 +134,7 @@ def describe_nodes(pool: Pool) -> list[dict[str, Any]]:
         {"id": node.id, "ip": node.ip, "index": index, "state": node.state}
         for index, node in enumerate(pool.nodes)
     ]
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -22,9 +22,16 @@ class Record:
     at: datetime
     kind: str  # "tick", "config" or "membership"
     body: dict[str, Any] = field(default_factory=dict)
+    # A fixed id makes the record's key deterministic: a second write of it is refused, which
+    # is how a retried tick finds out that its record (and state) were written already.
+    fixed_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": iso(self.at), "kind": self.kind, **self.body}
+
+
+def tick_record(at: datetime, body: dict[str, Any]) -> Record:
+    return Record(at, "tick", body, fixed_id="tick")
 
 
 def config_record(

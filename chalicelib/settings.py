@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from chalicelib.metrics import MetricNames
 
 POOL_TAG_KEY = "memcache-pool"
+READINESS_MODES = ("metrics", "running")
 
 
 def _flag(value: str | None) -> bool:
@@ -21,29 +24,88 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
+def _seconds(env: Mapping[str, str], name: str, default: int, *, minute_multiple: bool = False) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of seconds, got {text!r}") from None
+    if value <= 0 or (minute_multiple and value % 60):
+        raise ValueError(f"{name} must be positive{' and a multiple of 60' if minute_multiple else ''}")
+    return value
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How the scaler launches a node (SPEC's launch settings)."""
+
+    ami_id: str | None = None
+    launch_template: str | None = None
+    instance_types: tuple[str, ...] = ()  # empty: the template's type, else t3.micro
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    key_name: str | None = None
+    instance_profile: str | None = None
+    user_data_file: str | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
-    table_name: str
-    pool_name: str
-    enable_test_endpoints: bool
-    api_token: str | None
-    api_token_param: str | None
-    node_ami_id: str | None
-    node_launch_template: str | None
-    node_instance_types: tuple[str, ...]
-    history_ttl_days: int
+    table_name: str = "memcache-scaler"
+    pool_name: str = "default"
+    enable_test_endpoints: bool = False
+    api_token: str | None = None
+    api_token_param: str | None = None
+    launch: LaunchSpec = field(default_factory=LaunchSpec)
+    metric_names: MetricNames = field(default_factory=MetricNames)
+    metrics_window_seconds: int = 60
+    node_readiness: str = "metrics"
+    launch_timeout_seconds: int = 600
+    node_silent_seconds: int = 300
+    drain_timeout_seconds: int = 300
+    frontend_notify_url: str | None = None
+    frontend_notify_secret: str | None = None
+    history_ttl_days: int = 30
+
+    @property
+    def node_ami_id(self) -> str | None:
+        return self.launch.ami_id
+
+    @property
+    def node_launch_template(self) -> str | None:
+        return self.launch.launch_template
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        readiness = (env.get("NODE_READINESS") or "metrics").strip().lower()
+        if readiness not in READINESS_MODES:
+            raise ValueError(f"NODE_READINESS must be one of {READINESS_MODES}, got {readiness!r}")
         return cls(
             table_name=env.get("TABLE_NAME") or "memcache-scaler",
             pool_name=env.get("POOL_NAME") or "default",
             enable_test_endpoints=_flag(env.get("ENABLE_TEST_ENDPOINTS")),
             api_token=env.get("SCALER_API_TOKEN") or None,
             api_token_param=env.get("SCALER_API_TOKEN_PARAM") or None,
-            node_ami_id=env.get("NODE_AMI_ID") or None,
-            node_launch_template=env.get("NODE_LAUNCH_TEMPLATE") or None,
-            node_instance_types=_csv(env.get("NODE_INSTANCE_TYPES")) or ("t3.micro",),
+            launch=LaunchSpec(
+                ami_id=env.get("NODE_AMI_ID") or None,
+                launch_template=env.get("NODE_LAUNCH_TEMPLATE") or None,
+                instance_types=_csv(env.get("NODE_INSTANCE_TYPES")),
+                subnet_ids=_csv(env.get("NODE_SUBNET_IDS")),
+                security_group_ids=_csv(env.get("NODE_SECURITY_GROUP_IDS")),
+                key_name=env.get("NODE_KEY_NAME") or None,
+                instance_profile=env.get("NODE_INSTANCE_PROFILE") or None,
+                user_data_file=env.get("NODE_USER_DATA_FILE") or None,
+            ),
+            metric_names=MetricNames.from_env(env),
+            metrics_window_seconds=_seconds(env, "METRICS_WINDOW_SECONDS", 60, minute_multiple=True),
+            node_readiness=readiness,
+            launch_timeout_seconds=_seconds(env, "LAUNCH_TIMEOUT_SECONDS", 600),
+            node_silent_seconds=_seconds(env, "NODE_SILENT_SECONDS", 300),
+            drain_timeout_seconds=_seconds(env, "DRAIN_TIMEOUT_SECONDS", 300),
+            frontend_notify_url=env.get("FRONTEND_NOTIFY_URL") or None,
+            frontend_notify_secret=env.get("FRONTEND_NOTIFY_SECRET") or None,
             history_ttl_days=int(env.get("HISTORY_TTL_DAYS") or 30),
         )

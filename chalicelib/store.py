@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws
 from chalicelib.config import normalize
-from chalicelib.errors import DependencyError, VersionConflictError
+from chalicelib.errors import DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.pool import Pool
 from chalicelib.records import Record, sort_key_time
 
@@ -159,13 +159,18 @@ class StateStore:
     def save_config(self, config: dict[str, Any], expected_version: int, record: Record) -> None:
         self._transact(self._versioned_put("config", config, expected_version), record)
 
-    def save_pool(self, pool: Pool, record: Record | None = None) -> Pool:
+    def save_pool(self, pool: Pool, *records: Record | None) -> Pool:
         """Write ``pool`` if nobody wrote since it was read; answer it with its new version."""
-        self._transact(self._versioned_put("membership", pool.to_data(), pool.version), record)
+        self._transact(self._versioned_put("membership", pool.to_data(), pool.version), *records)
         return Pool.from_data(pool.to_data(), pool.version + 1)
 
     def add_record(self, record: Record) -> None:
         self._call("put_item", TableName=self.table_name, Item=self._record_item(record))
+
+    def has_record(self, record: Record) -> bool:
+        key = {"pk": {"S": self._history_pk}, "sk": {"S": self._record_sk(record)}}
+        item = self._call("get_item", TableName=self.table_name, Key=key, ConsistentRead=True)
+        return "Item" in item
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -194,27 +199,35 @@ class StateStore:
             put["ExpressionAttributeValues"] = {":expected": {"N": str(expected_version)}}
         return {"Put": put}
 
+    @staticmethod
+    def _record_sk(record: Record) -> str:
+        return f"{sort_key_time(record.at)}#{record.kind}#{record.fixed_id or uuid.uuid4().hex[:12]}"
+
     def _record_item(self, record: Record) -> dict[str, Any]:
         expires = record.at + timedelta(days=self.ttl_days)
         return {
             "pk": {"S": self._history_pk},
-            "sk": {"S": f"{sort_key_time(record.at)}#{record.kind}#{uuid.uuid4().hex[:12]}"},
+            "sk": {"S": self._record_sk(record)},
             "data": {"S": json.dumps(record.to_dict(), sort_keys=True)},
             TTL_ATTRIBUTE: {"N": str(int(expires.timestamp()))},
         }
 
-    def _transact(self, state_put: dict[str, Any], record: Record | None) -> None:
+    def _transact(self, state_put: dict[str, Any], *records: Record | None) -> None:
         items = [state_put]
-        if record is not None:
-            items.append({"Put": {"TableName": self.table_name, "Item": self._record_item(record)}})
+        for record in records:
+            if record is None:
+                continue
+            put: dict[str, Any] = {"TableName": self.table_name, "Item": self._record_item(record)}
+            if record.fixed_id:
+                put["ConditionExpression"] = "attribute_not_exists(pk)"
+            items.append({"Put": put})
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            error = exc.response["Error"]
-            reasons = exc.response.get("CancellationReasons") or []
-            if error["Code"] == "ConditionalCheckFailedException" or any(
-                reason.get("Code") == "ConditionalCheckFailed" for reason in reasons
-            ):
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            if "ConditionalCheckFailed" in reasons[1:]:
+                raise RecordExistsError("that record was written already") from exc
+            if reasons[:1] == ["ConditionalCheckFailed"]:
                 raise VersionConflictError("another writer changed the state first") from exc
             raise _dependency_error(exc, self.table_name) from exc
         except BotoCoreError as exc:

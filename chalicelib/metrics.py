@@ -1,0 +1,137 @@
+"""CloudWatch adapter: what the pool's nodes published, read in ONE GetMetricData call per tick.
+
+The call is paged (``NextToken``) but never split by node, so a tick costs the same whatever the
+pool size. The miss-rate arithmetic is plain Python on the sums (no metric math).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import aws
+from chalicelib.errors import DependencyError
+
+# CloudWatch answers standard-resolution data in whole minutes.
+PERIOD_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    namespace: str = "Memcache"
+    dimension: str = "NodeId"
+    gets: str = "GetRequests"
+    hits: str = "Hits"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MetricNames:
+        return cls(
+            namespace=env.get("METRICS_NAMESPACE") or cls.namespace,
+            dimension=env.get("METRICS_DIMENSION") or cls.dimension,
+            gets=env.get("METRIC_GETS") or cls.gets,
+            hits=env.get("METRIC_HITS") or cls.hits,
+        )
+
+
+@dataclass(frozen=True)
+class NodeTraffic:
+    """One node's sums over the miss-rate window, and when it last published at all."""
+
+    gets: float = 0.0
+    hits: float = 0.0
+    last_published: datetime | None = None  # start of the newest minute with a datapoint
+
+
+@dataclass(frozen=True)
+class PoolTraffic:
+    nodes: dict[str, NodeTraffic] = field(default_factory=dict)
+
+    def of(self, node_id: str) -> NodeTraffic:
+        return self.nodes.get(node_id, NodeTraffic())
+
+
+def miss_rate(
+    traffic: PoolTraffic, in_service: Sequence[str], min_get_requests: int
+) -> tuple[float | None, int]:
+    """SPEC's miss rate over the in-service nodes, and the GET requests it stands on.
+
+    Fewer than ``min_get_requests`` GETs is no data (None), and so is no GET at all: a pool that
+    served nothing has no miss rate, and must never look like one that missed nothing.
+    """
+    gets = sum(traffic.of(node).gets for node in in_service)
+    hits = sum(traffic.of(node).hits for node in in_service)
+    requests = int(gets)
+    if gets <= 0 or gets < min_get_requests:
+        return None, requests
+    return min(1.0, max(0.0, 1.0 - hits / gets)), requests
+
+
+class PoolMetrics:
+    """Reads ``GetRequests`` and ``Hits`` for a set of nodes."""
+
+    def __init__(self, names: MetricNames, *, client: Any = None) -> None:
+        self.names = names
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        return self._client if self._client is not None else aws.client("cloudwatch")
+
+    def read(
+        self, node_ids: Sequence[str], end: datetime, window_seconds: int, lookback_seconds: int
+    ) -> PoolTraffic:
+        """Sums over [end − window, end) and the newest datapoint within [end − lookback, end)."""
+        if not node_ids:
+            return PoolTraffic()
+        lookback_seconds = max(lookback_seconds, window_seconds)
+        queries, owners = [], {}
+        for index, node in enumerate(node_ids):
+            for kind, metric in (("g", self.names.gets), ("h", self.names.hits)):
+                query_id = f"{kind}{index}"
+                owners[query_id] = (node, kind)
+                queries.append(
+                    {
+                        "Id": query_id,
+                        "MetricStat": {
+                            "Metric": {
+                                "Namespace": self.names.namespace,
+                                "MetricName": metric,
+                                "Dimensions": [{"Name": self.names.dimension, "Value": node}],
+                            },
+                            "Period": PERIOD_SECONDS,
+                            "Stat": "Sum",
+                        },
+                        "ReturnData": True,
+                    }
+                )
+        window_start = end - timedelta(seconds=window_seconds)
+        sums: dict[tuple[str, str], float] = {}
+        newest: dict[str, datetime] = {}
+        try:
+            pages = self.client.get_paginator("get_metric_data").paginate(
+                MetricDataQueries=queries,
+                StartTime=end - timedelta(seconds=lookback_seconds),
+                EndTime=end,
+                ScanBy="TimestampDescending",
+            )
+            for page in pages:
+                for result in page["MetricDataResults"]:
+                    node, kind = owners[result["Id"]]
+                    for stamp, value in zip(result["Timestamps"], result["Values"], strict=False):
+                        if stamp >= window_start:
+                            sums[(node, kind)] = sums.get((node, kind), 0.0) + value
+                        if kind == "g" and (node not in newest or stamp > newest[node]):
+                            newest[node] = stamp
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+            raise DependencyError(f"CloudWatch GetMetricData failed ({code})") from exc
+        return PoolTraffic(
+            {
+                node: NodeTraffic(sums.get((node, "g"), 0.0), sums.get((node, "h"), 0.0), newest.get(node))
+                for node in node_ids
+            }
+        )

@@ -1,0 +1,178 @@
+"""One tick of the scheduled function: load, observe, decide, apply, record.
+
+Everything works off the tick's clock T (the event's time truncated to the minute), never the
+wall clock. A retried event (same T) answers the decision already made; a tick that died after
+writing its plan is finished by its retry or by the next tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.ec2 import Ec2Nodes, Instance
+from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
+from chalicelib.lifecycle import observe
+from chalicelib.membership import settle_tags
+from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
+from chalicelib.policy import Observation, decide
+from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
+from chalicelib.records import iso
+from chalicelib.scaling import RECENT_LIMIT, Outcome, finish, make_plan, plan_acts, records_of, result_of
+from chalicelib.settings import Settings
+from chalicelib.store import StateStore
+
+_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class TickDeps:
+    settings: Settings
+    store: StateStore
+    ec2: Ec2Nodes
+    metrics: PoolMetrics
+    # Only to stamp ``Pool.last_tick_wall``; no rule reads it.
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TickDeps:
+        return cls(
+            settings=settings,
+            store=StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days),
+            ec2=Ec2Nodes(settings.pool_name),
+            metrics=PoolMetrics(settings.metric_names),
+        )
+
+
+def tick_time(moment: str | datetime) -> datetime:
+    """SPEC's T: the event's time, truncated to the minute, in UTC."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def scheduled_tick(event_time: str) -> dict[str, Any]:
+    """The scheduled function's body: one tick at the event's time."""
+    return run_tick(TickDeps.from_settings(Settings.from_env()), event_time)
+
+
+def run_tick(deps: TickDeps, at: str | datetime, *, dry_run: bool = False) -> dict[str, Any]:
+    """One tick at ``at``; answers a JSON-serialisable summary of the decision."""
+    now = tick_time(at)
+    for _ in range(_ATTEMPTS):
+        try:
+            return _tick(deps, now, dry_run)
+        except RecordExistsError:
+            pool = deps.store.load_pool()
+            return {**(pool.last_decision or {}), "replayed": True}
+        except VersionConflictError:
+            continue  # a route wrote the pool meanwhile: observe again
+    raise BusyError(f"tick {iso(now)}: the pool kept changing under it")
+
+
+def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
+    stamp, settings = iso(now), deps.settings
+    config, _, pool = deps.store.load_state()
+    if pool.last_tick == stamp and pool.last_decision is not None:
+        return {**pool.last_decision, "replayed": True}
+    if pool.last_tick is not None and stamp < pool.last_tick:
+        return {
+            "time": stamp,
+            "action": None,
+            "reason": f"skipped: older than the last tick {pool.last_tick}",
+        }
+    if not dry_run:
+        pool = settle_tags(deps.store, deps.ec2, pool)
+    instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
+    if pool.pending_plan is not None and not dry_run:
+        plan_time = pool.pending_plan.get("time")
+        pool, result = finish(deps.store, deps.ec2, settings, pool, _by_token(instances), at=now)
+        if plan_time == stamp:
+            return {**result, "replayed": True}
+
+    traffic, metrics_error = _read_metrics(deps, pool, now)
+    observed = observe(
+        pool,
+        instances,
+        traffic,
+        now,
+        readiness=settings.node_readiness,
+        launch_timeout_seconds=settings.launch_timeout_seconds,
+    )
+    current = observed.pool
+    rate, requests = miss_rate(traffic, current.in_service_ids, config["min_get_requests"])
+    decision = decide(
+        config,
+        Observation(
+            pool_size=current.pool_size,
+            miss_rate=rate,
+            launching=current.count(LAUNCHING),
+            draining=current.count(DRAINING),
+            recent_miss_rates=pool.recent_miss_rates,
+        ),
+    )
+    summary: dict[str, Any] = {
+        "time": stamp,
+        "miss_rate": rate,
+        **decision.to_dict(),
+        "requests": requests,
+        "policy": config["policy"],
+    }
+    if metrics_error:
+        summary["reason"] = f"{metrics_error}; {summary['reason']}"
+    recent = (*pool.recent_miss_rates, rate) if rate is not None else pool.recent_miss_rates
+    plan = make_plan(
+        current,
+        decision,
+        pool_name=settings.pool_name,
+        label=now.strftime("%Y%m%dT%H%M"),
+        source="tick",
+        time=stamp,
+        summary=summary,
+        expired=observed.expired,
+        recent_miss_rates=recent[-RECENT_LIMIT:],
+        events=observed.events,
+    )
+    if dry_run:
+        return {
+            **summary,
+            "dry_run": True,
+            "would_launch": len(plan["launch"]),
+            "would_terminate": plan["terminate"],
+        }
+    if plan_acts(plan):
+        ahead = deps.store.save_pool(
+            replace(current, pending_plan=plan, last_tick_wall=deps.wall_clock().isoformat())
+        )
+        return finish(deps.store, deps.ec2, settings, ahead, _by_token(instances), at=now)[1]
+    # Nothing for EC2 to do: the observed pool and the tick's record, in one write.
+    done = replace(
+        current,
+        last_tick=stamp,
+        last_tick_wall=deps.wall_clock().isoformat(),
+        last_decision=summary,
+        recent_miss_rates=tuple(recent[-RECENT_LIMIT:]),
+    )
+    deps.store.save_pool(done, *records_of(plan, Outcome(), now, None))
+    return result_of(plan, Outcome())
+
+
+def _by_token(instances: dict[str, Instance]) -> dict[str, Instance]:
+    return {instance.launch_token: instance for instance in instances.values() if instance.launch_token}
+
+
+def _read_metrics(deps: TickDeps, pool: Pool, now: datetime) -> tuple[PoolTraffic, str | None]:
+    """The nodes' traffic; a CloudWatch failure is no data (it never shrinks the pool)."""
+    watched = [node.id for node in pool.nodes if node.state in (LAUNCHING, IN_SERVICE)]
+    settings = deps.settings
+    try:
+        return (
+            deps.metrics.read(watched, now, settings.metrics_window_seconds, settings.node_silent_seconds),
+            None,
+        )
+    except DependencyError as exc:
+        return PoolTraffic(), f"no data: {exc}"
