@@ -114,3 +114,36 @@ def post_json(client: Client, path: str, body: Any, headers: dict[str, str] | No
         headers={"Content-Type": "application/json", **AUTH, **(headers or {})},
         body=json.dumps(body) if not isinstance(body, (str, bytes)) else body,
     )
+
+
+def cw_event(time: str) -> dict[str, Any]:
+    """A scheduled event at ``time`` (Chalice's generate_cw_event always uses one fixed time)."""
+    return {
+        "version": "0",
+        "id": f"event-{time}",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": time,
+        "region": REGION,
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/memcache-scaler-dev-scale"],
+        "detail": {},
+    }
+
+
+def publish(node_ids: list[str], minute_start: Any, gets: int, hits: int) -> None:
+    """What a node publishes in one minute: here one datapoint of each metric per node."""
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    data = []
+    for node in node_ids:
+        for name, value in (("GetRequests", gets), ("Hits", hits)):
+            data.append(
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "NodeId", "Value": node}],
+                    "Timestamp": minute_start,
+                    "Value": value,
+                    "Unit": "Count",
+                }
+            )
+    cloudwatch.put_metric_data(Namespace="Memcache", MetricData=data)

@@ -33,6 +33,8 @@ PROTECTED = [
     ("POST", "/api/scaler/list"),
     ("POST", "/api/scaler/terminate_all"),
     ("GET", "/api/scaler/history"),
+    ("POST", "/api/scaler/set_test_miss_rate"),
+    ("POST", "/api/scaler/resize"),
 ]
 
 
@@ -75,8 +77,15 @@ def test_protected_routes_refuse_a_missing_or_wrong_token(client: Client, method
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_protected_routes_accept_the_token(client: Client, method: str, path: str, ec2: Any) -> None:
     (node,) = run_instances(ec2)
-    body = json.dumps({"cache_pool_ids": [node]}) if path.endswith("cache_list") else ""
+    bodies = {
+        "/api/scaler/cache_list": {"cache_pool_ids": [node]},
+        "/api/scaler/set_test_miss_rate": {"test_miss_rate": 0.5},
+        "/api/scaler/resize": {"target_size": 1},
+    }
+    body = json.dumps(bodies[path]) if method == "POST" and path in bodies else ""
     headers = {**AUTH, "Content-Type": "application/json"}
+    if path.endswith("/resize"):
+        post_json(client, "/api/scaler/config", {"auto_mode": False})
     response = client.http.request(method, path, headers=headers, body=body)
     assert response.status_code == 200, response.body
 
