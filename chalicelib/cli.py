@@ -53,6 +53,8 @@ def status(settings: Settings) -> dict[str, Any]:
         "cache_pool_ids": pool.cache_pool_ids,
         "nodes": describe_nodes(pool),
         "config": config,
+        "last_tick": pool.last_tick,
+        "last_decision": pool.last_decision,
     }
 
 

@@ -64,3 +64,100 @@ def test_ec2_failures_become_dependency_errors(moto: None) -> None:
         stub.add_client_error("terminate_instances", "RequestLimitExceeded")
         with pytest.raises(DependencyError, match="RequestLimitExceeded"):
             Ec2Nodes("default", client=client).terminate(["i-0123456789abcdef0"])
+
+
+def _spec(**changes: Any) -> Any:
+    from chalicelib.settings import LaunchSpec
+
+    return LaunchSpec(**{"ami_id": NODE_AMI, **changes})
+
+
+def test_launch_tags_the_node_and_spreads_it_over_the_subnets(ec2: Any, tmp_path: Any) -> None:
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{n}.0/24")["Subnet"]["SubnetId"] for n in range(2)
+    ]
+    user_data = tmp_path / "user-data.sh"
+    user_data.write_text("#!/bin/sh\necho memcached\n")
+    spec = _spec(instance_types=("t3.small",), subnet_ids=tuple(subnets), user_data_file=str(user_data))
+    nodes = Ec2Nodes("default")
+    launched = [nodes.launch(f"token-{slot}", spec, slot) for slot in range(3)]
+    described = {i["InstanceId"]: i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert [described[n.id]["SubnetId"] for n in launched] == [subnets[0], subnets[1], subnets[0]]
+    assert {described[n.id]["InstanceType"] for n in launched} == {"t3.small"}
+    assert [n.launch_token for n in launched] == ["token-0", "token-1", "token-2"]
+    assert [i.id for i in nodes.list_pool_instances()] == [n.id for n in launched]
+
+
+def _captured_launches(client: Any) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "before-parameter-build.ec2.RunInstances", lambda params, **_: seen.append(dict(params))
+    )
+    return seen
+
+
+def _reservation(instance_type: str) -> dict[str, Any]:
+    return {
+        "Instances": [
+            {
+                "InstanceId": "i-0123456789abcdef0",
+                "State": {"Name": "pending", "Code": 0},
+                "ImageId": NODE_AMI,
+                "InstanceType": instance_type,
+            }
+        ]
+    }
+
+
+def test_launch_falls_back_along_the_instance_types_with_a_token_per_type(moto: None) -> None:
+    client = boto3.client("ec2", region_name=REGION)
+    seen = _captured_launches(client)
+    with Stubber(client) as stub:
+        stub.add_client_error("run_instances", "InsufficientInstanceCapacity")
+        stub.add_response("run_instances", _reservation("t3.medium"))
+        instance = Ec2Nodes("default", client=client).launch(
+            "tok", _spec(instance_types=("t3.small", "t3.medium")), 0
+        )
+    assert instance.instance_type == "t3.medium"
+    assert [(p["InstanceType"], p["ClientToken"]) for p in seen] == [
+        ("t3.small", "tok"),
+        ("t3.medium", "tok-1"),
+    ]
+    tags = {t["Key"]: t["Value"] for t in seen[0]["TagSpecifications"][0]["Tags"]}
+    assert tags == {"memcache-pool": "default", "memcache-scaler:launch-token": "tok"}
+
+
+def test_launch_sends_the_launch_settings(moto: None) -> None:
+    client = boto3.client("ec2", region_name=REGION)
+    seen = _captured_launches(client)
+    spec = _spec(
+        ami_id=None,
+        launch_template="lt-0123456789abcdef0",
+        security_group_ids=("sg-1", "sg-2"),
+        key_name="ops",
+        instance_profile="arn:aws:iam::123456789012:instance-profile/memcache",
+    )
+    with Stubber(client) as stub:
+        stub.add_response("run_instances", _reservation("t3.micro"))
+        Ec2Nodes("default", client=client).launch("tok", spec, 0)
+    (params,) = seen
+    assert params["LaunchTemplate"] == {"LaunchTemplateId": "lt-0123456789abcdef0", "Version": "$Default"}
+    assert "InstanceType" not in params and "ImageId" not in params  # the template's
+    assert params["SecurityGroupIds"] == ["sg-1", "sg-2"] and params["KeyName"] == "ops"
+    assert params["IamInstanceProfile"] == {"Arn": spec.instance_profile}
+
+
+def test_capacity_everywhere_short_is_a_dependency_error(moto: None) -> None:
+    client = boto3.client("ec2", region_name=REGION)
+    with Stubber(client) as stub:
+        stub.add_client_error("run_instances", "InsufficientInstanceCapacity")
+        with pytest.raises(DependencyError, match="InsufficientInstanceCapacity"):
+            Ec2Nodes("default", client=client).launch("tok", _spec(instance_types=("t3.small",)), 0)
+
+
+def test_launch_without_an_image_is_a_conflict(moto: None) -> None:
+    from chalicelib.errors import PoolConflictError
+
+    with pytest.raises(PoolConflictError, match="NODE_AMI_ID"):
+        Ec2Nodes("default").launch("tok", _spec(ami_id=None), 0)
