@@ -6,6 +6,7 @@ HTTP codes in ``chalicelib.http.handle_errors``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -156,6 +157,23 @@ def post_resize() -> dict[str, Any]:
     pairs, from_form = _body()
     target = parse_target_size(single_valued(pairs), from_form=from_form)
     return resize(TickDeps.from_settings(_settings()), target, clock=pool_clock, source_ip=_source_ip())
+
+
+@route("/api/poolsize/change", methods=["POST"])
+def post_poolsize_change() -> dict[str, Any]:
+    fields = single_valued(_body()[0])
+    unknown = sorted(set(fields) - {"cache_ip"})
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
+    ip = fields.get("cache_ip")
+    try:
+        ip = str(ipaddress.ip_address(ip.strip())) if isinstance(ip, str) else None
+    except ValueError:
+        ip = None
+    if ip is None:
+        raise ValidationError("cache_ip: must be the IP address of a draining node")
+    terminated = _membership(_settings()).confirm_drain(ip, source_ip=_source_ip())
+    return {"terminated": terminated}
 
 
 @route("/api/scaler/history", methods=["GET"])

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from chalicelib.ec2 import Instance
 from chalicelib.metrics import PoolTraffic
-from chalicelib.pool import IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import iso
 
 
@@ -31,6 +31,12 @@ def _age_seconds(since: str, now: datetime) -> float:
     return (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
 
 
+def _drain_timed_out(node: Node, now: datetime, timeout_seconds: int) -> bool:
+    return (
+        node.drain_delivered and node.since is not None and _age_seconds(node.since, now) >= timeout_seconds
+    )
+
+
 def observe(
     pool: Pool,
     instances: Mapping[str, Instance],
@@ -39,6 +45,7 @@ def observe(
     *,
     readiness: str,
     launch_timeout_seconds: int,
+    drain_timeout_seconds: int = 300,
 ) -> Observed:
     """The pool as of tick time ``now``, and what changed to make it so."""
     stamp = iso(now)
@@ -46,8 +53,10 @@ def observe(
     result = Observed(pool)
     for node in pool.nodes:
         instance = instances.get(node.id)
-        if node.since is None:
-            node = replace(node, since=stamp)  # routes do not start clocks; the tick does
+        # Routes do not start clocks; the tick does. A drain's clock starts at delivery.
+        undelivered_drain = node.state == DRAINING and not node.drain_delivered
+        if node.since is None and not undelivered_drain:
+            node = replace(node, since=stamp)
         if instance is None and node.state != LAUNCHING:
             result.gone.append(node.id)
             result.events.append(f"{node.id} ({node.state}) is no longer reported by EC2: removed")
@@ -70,7 +79,13 @@ def observe(
                     f"{node.id} launch timed out after {launch_timeout_seconds} s ({seen}): terminated"
                 )
                 continue
-        elif instance is not None and instance.ip and instance.ip != node.ip:
+        elif node.state == DRAINING and _drain_timed_out(node, now, drain_timeout_seconds):
+            result.expired.append(node.id)
+            result.events.append(
+                f"{node.id} not confirmed within {drain_timeout_seconds} s of its decrease: terminated"
+            )
+            continue
+        if instance is not None and instance.ip and instance.ip != node.ip:
             node = replace(node, ip=instance.ip)
         nodes.append(node)
     return replace(result, pool=pool.with_nodes(nodes))

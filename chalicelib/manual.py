@@ -80,7 +80,16 @@ def _resize(
         now = clock(pool)
         if pool.pending_plan is not None:
             by_token = _by_token({i.id: i for i in deps.ec2.list_pool_instances()})
-            pool, _ = finish(deps.store, deps.ec2, deps.settings, pool, by_token, at=now, source_ip=source_ip)
+            pool, _ = finish(
+                deps.store,
+                deps.ec2,
+                deps.settings,
+                pool,
+                by_token,
+                at=now,
+                source_ip=source_ip,
+                notifier=deps.notifier,
+            )
         decision = rule(config, pool)
         summary = {"time": iso(now), "miss_rate": miss_rate, **decision.to_dict()}
         plan = make_plan(
@@ -92,6 +101,7 @@ def _resize(
             time=None,
             summary=summary,
             recent_miss_rates=pool.recent_miss_rates,
+            notify=deps.notifier is not None,
         )
         if not plan_acts(plan):
             return summary
@@ -99,5 +109,14 @@ def _resize(
             ahead = deps.store.save_pool(replace(pool, pending_plan=plan))
         except VersionConflictError:
             continue
-        return finish(deps.store, deps.ec2, deps.settings, ahead, {}, at=now, source_ip=source_ip)[1]
+        return finish(
+            deps.store,
+            deps.ec2,
+            deps.settings,
+            ahead,
+            {},
+            at=now,
+            source_ip=source_ip,
+            notifier=deps.notifier,
+        )[1]
     raise BusyError("the pool kept changing under this request; try again")

@@ -16,7 +16,13 @@ from typing import Any
 
 from chalicelib.config import MAX_NODES
 from chalicelib.ec2 import LIVE_STATES, Ec2Nodes, Instance
-from chalicelib.errors import BusyError, PoolConflictError, ValidationError, VersionConflictError
+from chalicelib.errors import (
+    BusyError,
+    PoolConflictError,
+    UnknownNodeError,
+    ValidationError,
+    VersionConflictError,
+)
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import membership_record
 from chalicelib.settings import Settings
@@ -25,6 +31,7 @@ from chalicelib.store import StateStore
 INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 ADOPTABLE_STATES = ("pending", "running")
 _ATTEMPTS = 8
+_CONFIRMED_KEPT = 32
 
 
 def parse_cache_pool_ids(pairs: list[tuple[str, Any]], *, from_form: bool) -> list[str]:
@@ -161,6 +168,40 @@ class Membership:
             except VersionConflictError:
                 continue
             return doomed
+        raise BusyError("the pool kept changing under this request; try again")
+
+    # -- the front-end confirms a drain ---------------------------------------------------
+
+    def confirm_drain(self, ip: str, *, source_ip: str) -> str:
+        """Terminate the draining node at ``ip`` and drop it from the list; answer its id.
+
+        A repeated confirmation answers the same id (recent confirmations are remembered).
+        """
+        for _ in range(_ATTEMPTS):
+            pool = self.store.load_pool()
+            if pool.confirmed and ip in pool.confirmed:
+                return pool.confirmed[ip]
+            node = next((node for node in pool.nodes if node.ip == ip), None)
+            if node is None:
+                raise UnknownNodeError(f"no node of the pool has IP {ip}")
+            if node.state != DRAINING:
+                raise PoolConflictError(f"{node.id} at {ip} is {node.state}, not draining")
+            self.ec2.terminate([node.id])
+            confirmed = {**(pool.confirmed or {}), ip: node.id}
+            record = membership_record(
+                self.clock(pool),
+                change="drain_confirmed",
+                removed=[node.id],
+                reason=f"the front-end confirmed {node.id} at {ip} may go: terminated",
+                source_ip=source_ip,
+            )
+            remaining = [other for other in pool.nodes if other.id != node.id]
+            trimmed = dict(list(confirmed.items())[-_CONFIRMED_KEPT:])
+            try:
+                self.store.save_pool(replace(pool.with_nodes(remaining), confirmed=trimmed), record)
+            except VersionConflictError:
+                continue
+            return node.id
         raise BusyError("the pool kept changing under this request; try again")
 
     # -- list ---------------------------------------------------------------------------

@@ -26,6 +26,8 @@ class Node:
     since: str | None = None
     # The launch's idempotency token, when the scaler launched the node.
     token: str | None = None
+    # For a draining node: the front-end has answered its ``decrease`` (the drain clock runs).
+    drain_delivered: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Node:
@@ -55,6 +57,10 @@ class Pool:
     recent_miss_rates: tuple[float, ...] = ()
     # A plan written before acting on EC2 and cleared after: whoever finds it finishes it.
     pending_plan: dict[str, Any] | None = None
+    # Notifications to the front-end not yet answered with a 2xx, oldest first.
+    outbox: tuple[dict[str, Any], ...] = ()
+    # Drains the front-end confirmed lately: IP → instance id, so that a repeat answers the same.
+    confirmed: dict[str, str] | None = None
 
     @property
     def members(self) -> tuple[Node, ...]:
@@ -94,6 +100,8 @@ class Pool:
             "last_decision": self.last_decision,
             "recent_miss_rates": list(self.recent_miss_rates),
             "pending_plan": self.pending_plan,
+            "outbox": list(self.outbox),
+            "confirmed": self.confirmed or {},
         }
 
     @classmethod
@@ -109,6 +117,8 @@ class Pool:
             last_decision=data.get("last_decision"),
             recent_miss_rates=tuple(data.get("recent_miss_rates", [])),
             pending_plan=data.get("pending_plan"),
+            outbox=tuple(data.get("outbox", [])),
+            confirmed=data.get("confirmed") or None,
         )
 
     def clock(self, wall_now: datetime) -> datetime:

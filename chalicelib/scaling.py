@@ -15,8 +15,9 @@ from typing import Any
 from chalicelib.config import MAX_NODES
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, RecordExistsError, ScalerError, VersionConflictError
+from chalicelib.notifier import Notifier, announce, deliver_outbox
 from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT, Decision
-from chalicelib.pool import DRAINING, LAUNCHING, Node, Pool
+from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import Record, membership_record, tick_record
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
@@ -44,31 +45,41 @@ def make_plan(
     expired: list[str] | None = None,
     recent_miss_rates: tuple[float, ...] = (),
     events: list[str] | None = None,
+    notify: bool = False,
 ) -> dict[str, Any]:
-    """The EC2 work a decision means: launches at the end of the list, or the list's tail to go."""
+    """The work a decision means. Growing takes draining nodes back first (their cache is warm),
+    then launches at the end of the list; shrinking takes the list's tail, which drains when a
+    front-end is to be told (``notify``) and is terminated at once otherwise."""
     members = [node for node in pool.nodes if node.state != DRAINING]
-    size = len(members)
+    draining = [node for node in pool.nodes if node.state == DRAINING]
+    size, target = len(members), decision.target_size
+    take_back = [node.id for node in draining[: max(0, target - size)]]
+    grown = size + len(take_back)
     # Live instances (draining ones too) never exceed the hard maximum.
     room = MAX_NODES - len(pool.nodes)
     launch = [
         {"token": launch_token(pool_name, label, slot), "slot": slot}
-        for slot in range(size, min(decision.target_size, size + room))
+        for slot in range(grown, min(target, grown + room))
     ]
-    doomed = [node.id for node in members[decision.target_size :]] if decision.target_size < size else []
+    doomed = [node.id for node in members[target:]] if target < size else []
     return {
         "source": source,
+        "mode": "automatic" if source == "tick" else "manual",
+        "notify": notify,
         "time": time,
         "label": label,
         "summary": summary,
+        "take_back": take_back,
         "launch": launch,
-        "terminate": [*(expired or []), *doomed],
+        "drain": doomed if notify else [],
+        "terminate": [*(expired or []), *([] if notify else doomed)],
         "recent_miss_rates": list(recent_miss_rates),
         "events": list(events or []),
     }
 
 
 def plan_acts(plan: dict[str, Any]) -> bool:
-    return bool(plan["launch"] or plan["terminate"])
+    return bool(plan["launch"] or plan["terminate"] or plan["drain"] or plan["take_back"])
 
 
 @dataclass
@@ -116,20 +127,31 @@ def carry_out(
 
 def apply_outcome(pool: Pool, plan: dict[str, Any], outcome: Outcome) -> Pool:
     """The pool after the plan: whatever else changed it meanwhile is kept."""
-    nodes = [node for node in pool.nodes if node.id not in outcome.terminated]
+    drain, take_back = set(plan["drain"]), set(plan["take_back"])
+    nodes = []
+    for node in pool.nodes:
+        if node.id in outcome.terminated:
+            continue
+        if node.id in drain and node.state != DRAINING:
+            node = replace(node, state=DRAINING, since=None, drain_delivered=False)
+        elif node.id in take_back and node.state == DRAINING:
+            node = replace(node, state=IN_SERVICE, since=plan["time"], drain_delivered=False)
+        nodes.append(node)
     known = {node.id for node in nodes}
     new = [node for node in outcome.added if node.id not in known]
-    split = len([node for node in nodes if node.state != DRAINING])
-    nodes = [*nodes[:split], *new, *nodes[split:]]
+    serving = [node for node in nodes if node.state != DRAINING]
+    nodes = [*serving, *new, *[node for node in nodes if node.state == DRAINING]]
     decision = plan["summary"]
-    resized = decision["action"] in RESIZING_ACTIONS and bool(outcome.added or outcome.terminated)
+    moved = outcome.added or outcome.terminated or drain or take_back
+    resized = decision["action"] in RESIZING_ACTIONS and bool(moved)
     changes: dict[str, Any] = {
         "pending_plan": None,
         "recent_miss_rates": () if resized else tuple(plan["recent_miss_rates"][-RECENT_LIMIT:]),
     }
     if plan["source"] == "tick":
         changes.update(last_tick=plan["time"], last_decision=result_of(plan, outcome))
-    return replace(pool.with_nodes(nodes), **changes)
+    after = replace(pool.with_nodes(nodes), **changes)
+    return announce(pool, after, plan["mode"]) if plan["notify"] else after
 
 
 def result_of(plan: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
@@ -138,6 +160,10 @@ def result_of(plan: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         result["launched"] = [node.id for node in outcome.added]
     if outcome.terminated:
         result["terminated"] = list(outcome.terminated)
+    if plan["drain"]:
+        result["draining"] = list(plan["drain"])
+    if plan["take_back"]:
+        result["taken_back"] = list(plan["take_back"])
     if outcome.failures:
         result["errors"] = list(outcome.failures)
     return result
@@ -149,15 +175,15 @@ def records_of(plan: dict[str, Any], outcome: Outcome, at: datetime, source_ip: 
     records: list[Record] = []
     if plan["source"] == "tick":
         records.append(tick_record(at, {**result, "events": plan["events"]}))
-    added = [node.id for node in outcome.added]
-    if added or outcome.terminated or plan["events"] or plan["source"] != "tick":
+    added = [*plan["take_back"], *(node.id for node in outcome.added)]
+    if added or outcome.terminated or plan["drain"] or plan["events"] or plan["source"] != "tick":
         reasons = [*plan["events"], result["reason"], *outcome.failures]
         records.append(
             membership_record(
                 at,
                 change=plan["source"],
                 added=added,
-                removed=list(outcome.terminated),
+                removed=[*plan["drain"], *outcome.terminated],
                 reason="; ".join(reasons),
                 source_ip=source_ip,
             )
@@ -174,6 +200,7 @@ def finish(
     *,
     at: datetime,
     source_ip: str | None = None,
+    notifier: Notifier | None = None,
 ) -> tuple[Pool, dict[str, Any]]:
     """Carry out ``pool.pending_plan`` and write the outcome with its records; answer both."""
     plan = pool.pending_plan
@@ -187,9 +214,28 @@ def finish(
         if current.pending_plan != plan:
             return current, result_of(plan, outcome)  # someone finished it meanwhile
         try:
-            return store.save_pool(apply_outcome(current, plan, outcome), *records), result_of(plan, outcome)
+            saved = store.save_pool(apply_outcome(current, plan, outcome), *records)
         except RecordExistsError:
             return store.load_pool(), result_of(plan, outcome)
         except VersionConflictError:
             current = store.load_pool()
+            continue
+        return notify(store, saved, notifier, plan["time"]), result_of(plan, outcome)
     raise BusyError("the pool kept changing while a resize was being recorded; it will be finished")
+
+
+def notify(store: StateStore, pool: Pool, notifier: Notifier | None, stamp: str | None) -> Pool:
+    """Deliver what the pool has queued for the front-end, and record what went out.
+
+    A lost race here only means the same notifications go out again next time, with the same
+    sequence numbers, which the front-end recognises.
+    """
+    if notifier is None or not pool.outbox:
+        return pool
+    delivered = deliver_outbox(pool, notifier, stamp)
+    if delivered is pool:
+        return pool
+    try:
+        return store.save_pool(delivered)
+    except VersionConflictError:
+        return store.load_pool()

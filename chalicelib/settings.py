@@ -67,6 +67,7 @@ class Settings:
     drain_timeout_seconds: int = 300
     frontend_notify_url: str | None = None
     frontend_notify_secret: str | None = None
+    frontend_notify_timeout_seconds: float = 3.0
     history_ttl_days: int = 30
 
     @property
@@ -107,5 +108,6 @@ class Settings:
             drain_timeout_seconds=_seconds(env, "DRAIN_TIMEOUT_SECONDS", 300),
             frontend_notify_url=env.get("FRONTEND_NOTIFY_URL") or None,
             frontend_notify_secret=env.get("FRONTEND_NOTIFY_SECRET") or None,
+            frontend_notify_timeout_seconds=float(env.get("FRONTEND_NOTIFY_TIMEOUT_SECONDS") or 3.0),
             history_ttl_days=int(env.get("HISTORY_TTL_DAYS") or 30),
         )

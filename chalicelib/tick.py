@@ -17,10 +17,20 @@ from chalicelib.errors import BusyError, DependencyError, RecordExistsError, Ver
 from chalicelib.lifecycle import observe
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
+from chalicelib.notifier import Notifier, announce
 from chalicelib.policy import Observation, decide
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
 from chalicelib.records import iso
-from chalicelib.scaling import RECENT_LIMIT, Outcome, finish, make_plan, plan_acts, records_of, result_of
+from chalicelib.scaling import (
+    RECENT_LIMIT,
+    Outcome,
+    finish,
+    make_plan,
+    notify,
+    plan_acts,
+    records_of,
+    result_of,
+)
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 
@@ -33,6 +43,7 @@ class TickDeps:
     store: StateStore
     ec2: Ec2Nodes
     metrics: PoolMetrics
+    notifier: Notifier | None = None
     # Only to stamp ``Pool.last_tick_wall``; no rule reads it.
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -43,7 +54,19 @@ class TickDeps:
             store=StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days),
             ec2=Ec2Nodes(settings.pool_name),
             metrics=PoolMetrics(settings.metric_names),
+            notifier=notifier_for(settings),
         )
+
+
+def notifier_for(settings: Settings) -> Notifier | None:
+    """The front-end's notifier, when ``FRONTEND_NOTIFY_URL`` is set."""
+    if not settings.frontend_notify_url:
+        return None
+    return Notifier(
+        settings.frontend_notify_url,
+        settings.frontend_notify_secret,
+        timeout=settings.frontend_notify_timeout_seconds,
+    )
 
 
 def tick_time(moment: str | datetime) -> datetime:
@@ -90,7 +113,9 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
     if pool.pending_plan is not None and not dry_run:
         plan_time = pool.pending_plan.get("time")
-        pool, result = finish(deps.store, deps.ec2, settings, pool, _by_token(instances), at=now)
+        pool, result = finish(
+            deps.store, deps.ec2, settings, pool, _by_token(instances), at=now, notifier=deps.notifier
+        )
         if plan_time == stamp:
             return {**result, "replayed": True}
 
@@ -102,8 +127,11 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         now,
         readiness=settings.node_readiness,
         launch_timeout_seconds=settings.launch_timeout_seconds,
+        drain_timeout_seconds=settings.drain_timeout_seconds,
     )
     current = observed.pool
+    if deps.notifier is not None:
+        current = announce(pool, current, "automatic")
     rate, requests = miss_rate(traffic, current.in_service_ids, config["min_get_requests"])
     decision = decide(
         config,
@@ -136,6 +164,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         expired=observed.expired,
         recent_miss_rates=recent[-RECENT_LIMIT:],
         events=observed.events,
+        notify=deps.notifier is not None,
     )
     if dry_run:
         return {
@@ -148,7 +177,9 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         ahead = deps.store.save_pool(
             replace(current, pending_plan=plan, last_tick_wall=deps.wall_clock().isoformat())
         )
-        return finish(deps.store, deps.ec2, settings, ahead, _by_token(instances), at=now)[1]
+        return finish(
+            deps.store, deps.ec2, settings, ahead, _by_token(instances), at=now, notifier=deps.notifier
+        )[1]
     # Nothing for EC2 to do: the observed pool and the tick's record, in one write.
     done = replace(
         current,
@@ -157,7 +188,8 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         last_decision=summary,
         recent_miss_rates=tuple(recent[-RECENT_LIMIT:]),
     )
-    deps.store.save_pool(done, *records_of(plan, Outcome(), now, None))
+    saved = deps.store.save_pool(done, *records_of(plan, Outcome(), now, None))
+    notify(deps.store, saved, deps.notifier, stamp)
     return result_of(plan, Outcome())
 
 

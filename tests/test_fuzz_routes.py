@@ -22,6 +22,7 @@ POST_ROUTES = [
     "/api/scaler/terminate_all",
     "/api/scaler/set_test_miss_rate",
     "/api/scaler/resize",
+    "/api/poolsize/change",
 ]
 CONTENT_TYPES = [
     "application/json",
@@ -44,9 +45,9 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=10,
 )
-names = st.sampled_from([*FIELDS, *ALIASES, "cache_pool_ids", "test_miss_rate", "target_size"]) | st.text(
-    max_size=12
-)
+names = st.sampled_from(
+    [*FIELDS, *ALIASES, "cache_pool_ids", "test_miss_rate", "target_size", "cache_ip"]
+) | st.text(max_size=12)
 
 
 def bodies(instance_ids: list[str]) -> st.SearchStrategy[tuple[bytes, str]]:

@@ -35,6 +35,7 @@ PROTECTED = [
     ("GET", "/api/scaler/history"),
     ("POST", "/api/scaler/set_test_miss_rate"),
     ("POST", "/api/scaler/resize"),
+    ("POST", "/api/poolsize/change"),
 ]
 
 
@@ -87,6 +88,9 @@ def test_protected_routes_accept_the_token(client: Client, method: str, path: st
     if path.endswith("/resize"):
         post_json(client, "/api/scaler/config", {"auto_mode": False})
     response = client.http.request(method, path, headers=headers, body=body)
+    if path == "/api/poolsize/change":  # authenticated, then refused for its (empty) input
+        assert response.status_code == 400 and "cache_ip" in response.json_body["Message"]
+        return
     assert response.status_code == 200, response.body
 
 
