@@ -21,6 +21,7 @@ from chalicelib.errors import ValidationError
 from chalicelib.http import handle_errors
 from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.membership import Membership, parse_cache_pool_ids
+from chalicelib.notifier import notifier_for
 from chalicelib.pages import home_page, instances_page
 from chalicelib.pool import Pool, describe_nodes
 from chalicelib.settings import Settings
@@ -64,7 +65,8 @@ def _store(settings: Settings) -> StateStore:
 
 
 def _membership(settings: Settings) -> Membership:
-    return Membership(_store(settings), Ec2Nodes(settings.pool_name), settings, pool_clock)
+    store, ec2 = _store(settings), Ec2Nodes(settings.pool_name)
+    return Membership(store, ec2, settings, pool_clock, notifier_for(settings))
 
 
 def _body() -> tuple[list[tuple[str, Any]], bool]:

@@ -1,7 +1,9 @@
 """Step 1 of the tick, pure: bring the pool's view up to date with EC2 and the metrics.
 
-Launching nodes become in service when ready, launches that took too long end, nodes EC2 no
-longer reports leave the list. Nothing here calls AWS; the tick carries out what it returns.
+Launching nodes become in service when ready; launches and drains that took too long end;
+nodes EC2 no longer reports leave the list; tagged instances nobody listed (a crash between
+RunInstances and the state write that no plan accounts for) are terminated at the second tick
+that sees them; dead or silent nodes are named for replacement. Nothing here calls AWS.
 """
 
 from __future__ import annotations
@@ -15,16 +17,26 @@ from chalicelib.metrics import PoolTraffic
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import iso
 
+DEAD_STATES = ("stopping", "stopped", "shutting-down", "terminated")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    readiness: str = "metrics"
+    launch_seconds: int = 600
+    drain_seconds: int = 300
+    silent_seconds: int = 300
+
 
 @dataclass(frozen=True)
 class Observed:
     pool: Pool
     # Human-readable membership events of this tick, for its records.
     events: list[str] = field(default_factory=list)
-    # Instances to terminate because their launch timed out.
+    # Instances to terminate now: launch or drain timed out, orphans past their grace.
     expired: list[str] = field(default_factory=list)
-    in_service: list[str] = field(default_factory=list)
-    gone: list[str] = field(default_factory=list)
+    # In-service nodes that should be replaced, with why, worst first.
+    unhealthy: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _age_seconds(since: str, now: datetime) -> float:
@@ -42,50 +54,116 @@ def observe(
     instances: Mapping[str, Instance],
     traffic: PoolTraffic,
     now: datetime,
+    timeouts: Timeouts,
     *,
-    readiness: str,
-    launch_timeout_seconds: int,
-    drain_timeout_seconds: int = 300,
+    planned_tokens: frozenset[str] = frozenset(),
 ) -> Observed:
     """The pool as of tick time ``now``, and what changed to make it so."""
     stamp = iso(now)
-    nodes: list[Node] = []
     result = Observed(pool)
-    for node in pool.nodes:
-        instance = instances.get(node.id)
-        # Routes do not start clocks; the tick does. A drain's clock starts at delivery.
-        undelivered_drain = node.state == DRAINING and not node.drain_delivered
-        if node.since is None and not undelivered_drain:
-            node = replace(node, since=stamp)
-        if instance is None and node.state != LAUNCHING:
-            result.gone.append(node.id)
-            result.events.append(f"{node.id} ({node.state}) is no longer reported by EC2: removed")
-            continue
-        if node.state == LAUNCHING:
-            ready = (
-                instance is not None
-                and instance.state == "running"
-                and (readiness == "running" or traffic.of(node.id).last_published is not None)
-            )
-            if ready:
-                assert instance is not None
-                node = replace(node, state=IN_SERVICE, since=stamp, ip=instance.ip or node.ip)
-                result.in_service.append(node.id)
-                result.events.append(f"{node.id} is in service")
-            elif _age_seconds(node.since or stamp, now) >= launch_timeout_seconds:
-                result.expired.append(node.id)
-                seen = "never appeared in EC2" if instance is None else f"still {instance.state}"
-                result.events.append(
-                    f"{node.id} launch timed out after {launch_timeout_seconds} s ({seen}): terminated"
-                )
-                continue
-        elif node.state == DRAINING and _drain_timed_out(node, now, drain_timeout_seconds):
+    nodes = [
+        node
+        for node in (_node(n, instances, traffic, now, stamp, timeouts, result) for n in pool.nodes)
+        if node
+    ]
+    orphans = _orphans(pool, instances, now, stamp, planned_tokens, result)
+    _unhealthy(nodes, instances, traffic, now, timeouts, result)
+    return replace(result, pool=replace(pool.with_nodes(nodes), orphans=orphans or None))
+
+
+def _node(
+    node: Node,
+    instances: Mapping[str, Instance],
+    traffic: PoolTraffic,
+    now: datetime,
+    stamp: str,
+    timeouts: Timeouts,
+    result: Observed,
+) -> Node | None:
+    instance = instances.get(node.id)
+    # Routes do not start clocks; the tick does. A drain's clock starts when its decrease is delivered.
+    if node.since is None and not (node.state == DRAINING and not node.drain_delivered):
+        node = replace(node, since=stamp)
+    if instance is None and node.state != LAUNCHING:
+        result.events.append(f"{node.id} ({node.state}) is no longer reported by EC2: removed")
+        return None
+    if node.state == LAUNCHING:
+        ready = (
+            instance is not None
+            and instance.state == "running"
+            and (timeouts.readiness == "running" or traffic.of(node.id).last_published is not None)
+        )
+        if ready:
+            assert instance is not None
+            result.events.append(f"{node.id} is in service")
+            return replace(node, state=IN_SERVICE, since=stamp, ip=instance.ip or node.ip)
+        if _age_seconds(node.since or stamp, now) >= timeouts.launch_seconds:
             result.expired.append(node.id)
+            seen = "never appeared in EC2" if instance is None else f"still {instance.state}"
             result.events.append(
-                f"{node.id} not confirmed within {drain_timeout_seconds} s of its decrease: terminated"
+                f"{node.id} launch timed out after {timeouts.launch_seconds} s ({seen}): terminated"
             )
+            return None
+    elif node.state == DRAINING and _drain_timed_out(node, now, timeouts.drain_seconds):
+        result.expired.append(node.id)
+        result.events.append(
+            f"{node.id} not confirmed within {timeouts.drain_seconds} s of its decrease: terminated"
+        )
+        return None
+    if instance is not None and instance.ip and instance.ip != node.ip:
+        node = replace(node, ip=instance.ip)
+    return node
+
+
+def _orphans(
+    pool: Pool,
+    instances: Mapping[str, Instance],
+    now: datetime,
+    stamp: str,
+    planned_tokens: frozenset[str],
+    result: Observed,
+) -> dict[str, str]:
+    """Tagged instances nobody accounts for: first seen now, or terminated when seen before."""
+    accounted = {node.id for node in pool.nodes} | set(pool.pending_untag) | set(pool.pending_tag)
+    seen_before = pool.orphans or {}
+    orphans: dict[str, str] = {}
+    for instance in instances.values():
+        if instance.id in accounted or (instance.launch_token and instance.launch_token in planned_tokens):
             continue
-        if instance is not None and instance.ip and instance.ip != node.ip:
-            node = replace(node, ip=instance.ip)
-        nodes.append(node)
-    return replace(result, pool=pool.with_nodes(nodes))
+        first_seen = seen_before.get(instance.id)
+        if first_seen is not None and first_seen < stamp:
+            result.expired.append(instance.id)
+            result.events.append(f"{instance.id} is tagged for the pool but in no list or plan: terminated")
+        else:
+            orphans[instance.id] = first_seen or stamp
+    return orphans
+
+
+def _unhealthy(
+    nodes: list[Node],
+    instances: Mapping[str, Instance],
+    traffic: PoolTraffic,
+    now: datetime,
+    timeouts: Timeouts,
+    result: Observed,
+) -> None:
+    serving = [node for node in nodes if node.state == IN_SERVICE]
+    for node in serving:
+        instance = instances.get(node.id)
+        if instance is not None and instance.state in DEAD_STATES:
+            result.unhealthy.append((node.id, f"EC2 reports it {instance.state}"))
+    # Silence counts only against peers that did publish: a pool-wide silence is a metrics
+    # outage, not dead nodes.
+    publishing = [node for node in serving if traffic.of(node.id).last_published is not None]
+    if not publishing:
+        return
+    for node in serving:
+        old_enough = node.since is not None and _age_seconds(node.since, now) >= timeouts.silent_seconds
+        if (
+            old_enough
+            and traffic.of(node.id).last_published is None
+            and node.id not in dict(result.unhealthy)
+        ):
+            result.unhealthy.append(
+                (node.id, f"published nothing for {timeouts.silent_seconds} s while its peers did")
+            )

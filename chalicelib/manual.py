@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.config import MAX_NODES, Field, parse_patch
@@ -17,10 +17,16 @@ from chalicelib.membership import settle_tags
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.pool import Pool
 from chalicelib.records import iso
-from chalicelib.scaling import finish, make_plan, plan_acts
+from chalicelib.scaling import finish, make_plan, plan_acts, refuse_if_held
 from chalicelib.tick import TickDeps, _by_token
 
 _ATTEMPTS = 5
+
+
+def _wall() -> str:
+    return datetime.now(UTC).isoformat()
+
+
 Decide = Callable[[Mapping[str, Any], Pool], Decision]
 Clock = Callable[[Pool], datetime]
 
@@ -78,6 +84,7 @@ def _resize(
         config, _, pool = deps.store.load_state()
         pool = settle_tags(deps.store, deps.ec2, pool)
         now = clock(pool)
+        refuse_if_held(pool)
         if pool.pending_plan is not None:
             by_token = _by_token({i.id: i for i in deps.ec2.list_pool_instances()})
             pool, _ = finish(
@@ -106,7 +113,7 @@ def _resize(
         if not plan_acts(plan):
             return summary
         try:
-            ahead = deps.store.save_pool(replace(pool, pending_plan=plan))
+            ahead = deps.store.save_pool(replace(pool, pending_plan={**plan, "claimed_at": _wall()}))
         except VersionConflictError:
             continue
         return finish(

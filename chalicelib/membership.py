@@ -23,8 +23,10 @@ from chalicelib.errors import (
     ValidationError,
     VersionConflictError,
 )
+from chalicelib.notifier import Notifier, announce, awaiting_notice
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import membership_record
+from chalicelib.scaling import notify, refuse_if_held
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 
@@ -68,12 +70,18 @@ class Membership:
     """The API's membership operations over the table and EC2."""
 
     def __init__(
-        self, store: StateStore, ec2: Ec2Nodes, settings: Settings, clock: Callable[[Pool], datetime]
+        self,
+        store: StateStore,
+        ec2: Ec2Nodes,
+        settings: Settings,
+        clock: Callable[[Pool], datetime],
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.ec2 = ec2
         self.settings = settings
         self.clock = clock
+        self.notifier = notifier
 
     # -- cache_list POST ------------------------------------------------------------------
 
@@ -82,6 +90,7 @@ class Membership:
         instances = self._check_adoptable(ids)
         for _ in range(_ATTEMPTS):
             pool = self._settle_tags(self.store.load_pool())
+            refuse_if_held(pool)
             adopted = [node_id for node_id in ids if pool.node(node_id) is None]
             released = [node.id for node in pool.nodes if node.id not in ids]
             nodes = [self._member(pool.node(node_id), instances[node_id]) for node_id in ids]
@@ -96,13 +105,20 @@ class Membership:
                 source_ip=source_ip,
             )
             changed = pool.with_nodes(
-                nodes, pending_tag=tuple(adopted), pending_untag=tuple(released), recent_miss_rates=()
+                nodes,
+                pending_tag=tuple(adopted),
+                pending_untag=(*pool.pending_untag, *released),
+                recent_miss_rates=(),
             )
+            if self.notifier is not None:
+                # A swap: decrease for the released nodes now, increase for the adopted ones
+                # when they come into service; released nodes keep their tag until told.
+                changed = announce(pool, changed, "manual")
             try:
                 saved = self.store.save_pool(changed, record)
             except VersionConflictError:
                 continue
-            return self._settle_tags(saved)
+            return self._settle_tags(notify(self.store, saved, self.notifier, None))
         raise BusyError("the pool kept changing under this request; try again")
 
     def _check_adoptable(self, ids: list[str]) -> dict[str, Instance]:
@@ -149,6 +165,7 @@ class Membership:
         for _ in range(_ATTEMPTS):
             # Released instances are no longer ours: untag them first, never terminate them.
             pool = self._settle_tags(self.store.load_pool())
+            refuse_if_held(pool)
             tagged = [instance.id for instance in self.ec2.list_pool_instances()]
             candidates = list(dict.fromkeys([*pool.live_ids, *tagged]))
             alive = self.ec2.describe(candidates)
@@ -164,7 +181,7 @@ class Membership:
                 source_ip=source_ip,
             )
             try:
-                self.store.save_pool(pool.with_nodes([], recent_miss_rates=()), record)
+                self.store.save_pool(pool.with_nodes([], recent_miss_rates=(), pending_plan=None), record)
             except VersionConflictError:
                 continue
             return doomed
@@ -181,6 +198,7 @@ class Membership:
             pool = self.store.load_pool()
             if pool.confirmed and ip in pool.confirmed:
                 return pool.confirmed[ip]
+            refuse_if_held(pool)
             node = next((node for node in pool.nodes if node.ip == ip), None)
             if node is None:
                 raise UnknownNodeError(f"no node of the pool has IP {ip}")
@@ -231,13 +249,20 @@ class Membership:
 
 
 def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool) -> Pool:
-    """Carry out the tag work recorded on ``pool`` and record that it is done."""
-    if not pool.pending_tag and not pool.pending_untag:
+    """Carry out the tag work recorded on ``pool`` and record that it is done.
+
+    A released node whose ``decrease`` is still undelivered keeps its tag until it is.
+    """
+    waiting = awaiting_notice(pool)
+    untag = [node_id for node_id in pool.pending_untag if node_id not in waiting]
+    if not pool.pending_tag and not untag:
         return pool
-    existing = ec2.describe([*pool.pending_tag, *pool.pending_untag])
+    existing = ec2.describe([*pool.pending_tag, *untag])
     ec2.tag(_present(pool.pending_tag, existing))
-    ec2.untag(_present(pool.pending_untag, existing))
-    settled = replace(pool, pending_tag=(), pending_untag=())
+    ec2.untag(_present(untag, existing))
+    still_waiting = tuple(node_id for node_id in pool.pending_untag if node_id in waiting)
+    untag_after = {k: v for k, v in (pool.untag_after or {}).items() if k in still_waiting} or None
+    settled = replace(pool, pending_tag=(), pending_untag=still_waiting, untag_after=untag_after)
     try:
         return store.save_pool(settled)
     except VersionConflictError:

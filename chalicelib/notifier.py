@@ -19,24 +19,58 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib.pool import DRAINING, IN_SERVICE, Node, Pool
+from chalicelib.settings import Settings
 
 INCREASE = "increase"
 DECREASE = "decrease"
 SIGNATURE_HEADER = "X-Scaler-Signature"
 
 
+def notifier_for(settings: Settings) -> Notifier | None:
+    """The front-end's notifier, when ``FRONTEND_NOTIFY_URL`` is set."""
+    if not settings.frontend_notify_url:
+        return None
+    return Notifier(
+        settings.frontend_notify_url,
+        settings.frontend_notify_secret,
+        timeout=settings.frontend_notify_timeout_seconds,
+    )
+
+
 def announce(before: Pool, after: Pool, mode: str) -> Pool:
-    """``after`` with the notifications that the change from ``before`` calls for, queued."""
-    was_in_service = set(before.in_service_ids)
+    """``after`` with the notifications that the change from ``before`` calls for, queued.
+
+    A ``decrease`` names nodes newly draining and in-service nodes released from the pool (a
+    swap); released nodes are untagged only once it is delivered (``untag_after``). Then an
+    ``increase`` names nodes newly in service.
+    """
+    kept = {node.id for node in after.nodes}
     was_draining = {node.id for node in before.nodes if node.state == DRAINING}
+    was_in_service = set(before.in_service_ids)
+    released = [node for node in before.nodes if node.id not in kept and node.state == IN_SERVICE]
     draining = [n for n in after.nodes if n.state == DRAINING and n.id not in was_draining]
     serving = [n for n in after.nodes if n.state == IN_SERVICE and n.id not in was_in_service]
     queued, sequence = list(after.outbox), after.sequence
-    for change, nodes in ((DECREASE, draining), (INCREASE, serving)):
+    untag_after = dict(after.untag_after or {})
+    for change, nodes in ((DECREASE, [*draining, *released]), (INCREASE, serving)):
         if nodes:
             sequence += 1
             queued.append(_notice(after, sequence, change, mode, nodes))
-    return replace(after, outbox=tuple(queued), sequence=sequence)
+            if change == DECREASE:
+                untag_after.update({node.id: sequence for node in released})
+    # A released node whose own decrease is still queued waits for that one.
+    for node in before.nodes:
+        if node.id not in kept and node.state == DRAINING and not node.drain_delivered:
+            waiting = [n["sequence"] for n in queued if node.id in {r["id"] for r in n["removing"]}]
+            if waiting:
+                untag_after[node.id] = waiting[0]
+    return replace(after, outbox=tuple(queued), sequence=sequence, untag_after=untag_after or None)
+
+
+def awaiting_notice(pool: Pool) -> set[str]:
+    """Released nodes whose decrease is not delivered yet: they keep the pool tag for now."""
+    queued = {notice["sequence"] for notice in pool.outbox}
+    return {node_id for node_id, sequence in (pool.untag_after or {}).items() if sequence in queued}
 
 
 def _notice(pool: Pool, sequence: int, change: str, mode: str, nodes: list[Node]) -> dict[str, Any]:

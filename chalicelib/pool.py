@@ -61,6 +61,10 @@ class Pool:
     outbox: tuple[dict[str, Any], ...] = ()
     # Drains the front-end confirmed lately: IP → instance id, so that a repeat answers the same.
     confirmed: dict[str, str] | None = None
+    # Released nodes wait for their decrease: id → the notification's sequence.
+    untag_after: dict[str, int] | None = None
+    # Tagged instances in no list or plan: id → the tick time that first saw them.
+    orphans: dict[str, str] | None = None
 
     @property
     def members(self) -> tuple[Node, ...]:
@@ -102,6 +106,8 @@ class Pool:
             "pending_plan": self.pending_plan,
             "outbox": list(self.outbox),
             "confirmed": self.confirmed or {},
+            "orphans": self.orphans or {},
+            "untag_after": self.untag_after or {},
         }
 
     @classmethod
@@ -119,6 +125,8 @@ class Pool:
             pending_plan=data.get("pending_plan"),
             outbox=tuple(data.get("outbox", [])),
             confirmed=data.get("confirmed") or None,
+            orphans=data.get("orphans") or None,
+            untag_after=data.get("untag_after") or None,
         )
 
     def clock(self, wall_now: datetime) -> datetime:

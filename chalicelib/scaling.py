@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.config import MAX_NODES
@@ -46,22 +46,25 @@ def make_plan(
     recent_miss_rates: tuple[float, ...] = (),
     events: list[str] | None = None,
     notify: bool = False,
+    replacing: list[str] | None = None,
 ) -> dict[str, Any]:
     """The work a decision means. Growing takes draining nodes back first (their cache is warm),
     then launches at the end of the list; shrinking takes the list's tail, which drains when a
-    front-end is to be told (``notify``) and is terminated at once otherwise."""
-    members = [node for node in pool.nodes if node.state != DRAINING]
+    front-end is to be told (``notify``) and is terminated at once otherwise. ``replacing`` nodes
+    leave the same way and their places are launched anew."""
+    replacing = list(replacing or [])
+    members = [node for node in pool.nodes if node.state != DRAINING and node.id not in replacing]
     draining = [node for node in pool.nodes if node.state == DRAINING]
     size, target = len(members), decision.target_size
-    take_back = [node.id for node in draining[: max(0, target - size)]]
+    take_back = [node.id for node in draining[: max(0, target - size)]] if not replacing else []
     grown = size + len(take_back)
-    # Live instances (draining ones too) never exceed the hard maximum.
-    room = MAX_NODES - len(pool.nodes)
+    # Live instances (draining ones too) never exceed the hard maximum; a drained node still counts.
+    room = MAX_NODES - len(pool.nodes) + (0 if notify else len(replacing))
     launch = [
         {"token": launch_token(pool_name, label, slot), "slot": slot}
         for slot in range(grown, min(target, grown + room))
     ]
-    doomed = [node.id for node in members[target:]] if target < size else []
+    doomed = [*replacing, *([node.id for node in members[target:]] if target < size else [])]
     return {
         "source": source,
         "mode": "automatic" if source == "tick" else "manual",
@@ -76,6 +79,28 @@ def make_plan(
         "recent_miss_rates": list(recent_miss_rates),
         "events": list(events or []),
     }
+
+
+LEASE_SECONDS = 150  # longer than any invocation that writes a plan may run
+
+
+def held_by_another(pool: Pool, wall_now: datetime | None = None) -> bool:
+    """A plan written less than a lease ago: its writer may still be carrying it out.
+
+    The lease is a wall-clock safety interval, not a scaling rule, so it reads the wall clock.
+    """
+    plan = pool.pending_plan
+    if plan is None or not plan.get("claimed_at"):
+        return False
+    claimed = datetime.fromisoformat(plan["claimed_at"])
+    return ((wall_now or datetime.now(UTC)) - claimed).total_seconds() < LEASE_SECONDS
+
+
+def refuse_if_held(pool: Pool) -> None:
+    """Routes that change membership wait for a resize in progress (503 with Retry-After)."""
+    if held_by_another(pool):
+        source = (pool.pending_plan or {}).get("source")
+        raise BusyError(f"another writer holds the pool ({source} in progress); try again shortly")
 
 
 def plan_acts(plan: dict[str, Any]) -> bool:

@@ -14,17 +14,18 @@ from typing import Any
 
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
-from chalicelib.lifecycle import observe
+from chalicelib.lifecycle import Timeouts, observe
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
-from chalicelib.notifier import Notifier, announce
-from chalicelib.policy import Observation, decide
+from chalicelib.notifier import Notifier, announce, notifier_for
+from chalicelib.policy import HOLD, REPLACE, Decision, Observation, decide
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
-from chalicelib.records import iso
+from chalicelib.records import iso, tick_record
 from chalicelib.scaling import (
     RECENT_LIMIT,
     Outcome,
     finish,
+    held_by_another,
     make_plan,
     notify,
     plan_acts,
@@ -56,17 +57,6 @@ class TickDeps:
             metrics=PoolMetrics(settings.metric_names),
             notifier=notifier_for(settings),
         )
-
-
-def notifier_for(settings: Settings) -> Notifier | None:
-    """The front-end's notifier, when ``FRONTEND_NOTIFY_URL`` is set."""
-    if not settings.frontend_notify_url:
-        return None
-    return Notifier(
-        settings.frontend_notify_url,
-        settings.frontend_notify_secret,
-        timeout=settings.frontend_notify_timeout_seconds,
-    )
 
 
 def tick_time(moment: str | datetime) -> datetime:
@@ -108,11 +98,16 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             "action": None,
             "reason": f"skipped: older than the last tick {pool.last_tick}",
         }
+    plan_time = pool.pending_plan.get("time") if pool.pending_plan else None
+    # Ticks never overlap (reserved concurrency 1): a tick's plan found here is a dead tick's.
+    route_plan = pool.pending_plan is not None and pool.pending_plan.get("source") != "tick"
+    if route_plan and held_by_another(pool, deps.wall_clock()) and not dry_run:
+        return _hold_for_another_writer(deps, pool, now)
     if not dry_run:
         pool = settle_tags(deps.store, deps.ec2, pool)
     instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
     if pool.pending_plan is not None and not dry_run:
-        plan_time = pool.pending_plan.get("time")
+        # The writer of this plan died (its lease ran out, or this is the retry of its own event).
         pool, result = finish(
             deps.store, deps.ec2, settings, pool, _by_token(instances), at=now, notifier=deps.notifier
         )
@@ -120,15 +115,14 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             return {**result, "replayed": True}
 
     traffic, metrics_error = _read_metrics(deps, pool, now)
-    observed = observe(
-        pool,
-        instances,
-        traffic,
-        now,
+    timeouts = Timeouts(
         readiness=settings.node_readiness,
-        launch_timeout_seconds=settings.launch_timeout_seconds,
-        drain_timeout_seconds=settings.drain_timeout_seconds,
+        launch_seconds=settings.launch_timeout_seconds,
+        drain_seconds=settings.drain_timeout_seconds,
+        silent_seconds=settings.node_silent_seconds,
     )
+    planned = frozenset(launch["token"] for launch in (pool.pending_plan or {}).get("launch", []))
+    observed = observe(pool, instances, traffic, now, timeouts, planned_tokens=planned)
     current = observed.pool
     if deps.notifier is not None:
         current = announce(pool, current, "automatic")
@@ -143,6 +137,17 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             recent_miss_rates=pool.recent_miss_rates,
         ),
     )
+    replacing: list[str] = []
+    if (
+        decision.action == HOLD
+        and observed.unhealthy
+        and not current.count(LAUNCHING) + current.count(DRAINING)
+    ):
+        # One node at a time, and only when nothing else is on the move.
+        node_id, why = observed.unhealthy[0]
+        replacing = [node_id]
+        size = current.pool_size
+        decision = Decision(size, size, REPLACE, f"{node_id} {why}: replaced by a new node")
     summary: dict[str, Any] = {
         "time": stamp,
         "miss_rate": rate,
@@ -165,6 +170,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         recent_miss_rates=recent[-RECENT_LIMIT:],
         events=observed.events,
         notify=deps.notifier is not None,
+        replacing=replacing,
     )
     if dry_run:
         return {
@@ -174,8 +180,9 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             "would_terminate": plan["terminate"],
         }
     if plan_acts(plan):
+        wall = deps.wall_clock().isoformat()
         ahead = deps.store.save_pool(
-            replace(current, pending_plan=plan, last_tick_wall=deps.wall_clock().isoformat())
+            replace(current, pending_plan={**plan, "claimed_at": wall}, last_tick_wall=wall)
         )
         return finish(
             deps.store, deps.ec2, settings, ahead, _by_token(instances), at=now, notifier=deps.notifier
@@ -191,6 +198,25 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     saved = deps.store.save_pool(done, *records_of(plan, Outcome(), now, None))
     notify(deps.store, saved, deps.notifier, stamp)
     return result_of(plan, Outcome())
+
+
+def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[str, Any]:
+    """A route is resizing right now: leave the pool to it, and record that this tick held."""
+    stamp = iso(now)
+    plan = pool.pending_plan or {}
+    summary = {
+        "time": stamp,
+        "miss_rate": None,
+        "previous_size": pool.pool_size,
+        "target_size": pool.pool_size,
+        "action": HOLD,
+        "reason": f"another writer holds the pool ({plan.get('source')} in progress)",
+        "requests": 0,
+        "policy": None,
+    }
+    done = replace(pool, last_tick=stamp, last_tick_wall=deps.wall_clock().isoformat(), last_decision=summary)
+    deps.store.save_pool(done, tick_record(now, {**summary, "events": []}))
+    return summary
 
 
 def _by_token(instances: dict[str, Instance]) -> dict[str, Instance]:
