@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,12 +17,16 @@ class FakeFrontend:
         self.status = 200
         self.delay = 0.0
         self.received: list[tuple[dict[str, str], bytes]] = []
+        # Called with each notification as it arrives, before it is answered.
+        self.on_notice: Callable[[dict[str, Any]], None] | None = None
         frontend = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # the name http.server calls
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 frontend.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if frontend.on_notice is not None:
+                    frontend.on_notice(json.loads(body))
                 if frontend.delay:
                     time.sleep(frontend.delay)  # a slow front-end, not a wait in the test
                 self.send_response(frontend.status)
