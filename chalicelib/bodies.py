@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,13 +18,17 @@ def _reject_constant(name: str) -> Any:
     raise ValidationError(f"body is not valid JSON: {name} is not a number JSON allows")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _unique(pairs: list[tuple[str, Any]], complaint: Callable[[str], str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValidationError(f"body is not valid JSON: key {key!r} appears twice")
+            raise ValidationError(complaint(key))
         result[key] = value
     return result
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return _unique(pairs, lambda key: f"body is not valid JSON: key {key!r} appears twice")
 
 
 def media_type(content_type: str | None) -> str:
@@ -61,12 +66,7 @@ def parse_body(raw: bytes | str, content_type: str | None) -> tuple[list[tuple[s
 
 def single_valued(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Fields that may appear once each (form bodies may repeat a key by mistake)."""
-    fields: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in fields:
-            raise ValidationError(f"{key}: given more than once")
-        fields[key] = value
-    return fields
+    return _unique(pairs, lambda key: f"{key}: given more than once")
 
 
 def require_no_fields(pairs: list[tuple[str, Any]]) -> None:

@@ -240,9 +240,8 @@ def test_a_steady_tick_makes_the_same_few_calls_at_any_size(client: Client, size
     }, calls
 
 
-def test_a_tick_that_died_after_launching_is_finished_by_its_retry(
-    client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def dies_once_after_acting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next run dies after EC2 acted and before anything was recorded (a Lambda timeout)."""
     from chalicelib import scaling
 
     real_records_of = scaling.records_of
@@ -252,6 +251,12 @@ def test_a_tick_that_died_after_launching_is_finished_by_its_retry(
         raise RuntimeError("the Lambda ran out of time")
 
     monkeypatch.setattr(scaling, "records_of", die_once)
+
+
+def test_a_tick_that_died_after_launching_is_finished_by_its_retry(
+    client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dies_once_after_acting(monkeypatch)
     with pytest.raises(RuntimeError):
         tick(client, 0)
     assert len(instance_states(ec2)) == 1 and members(client) == []  # launched, not yet recorded
@@ -264,15 +269,7 @@ def test_a_tick_that_died_after_launching_is_finished_by_its_retry(
 def test_a_tick_that_died_after_launching_is_finished_by_the_next_tick(
     client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib import scaling
-
-    real_records_of = scaling.records_of
-
-    def die_once(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(scaling, "records_of", real_records_of)
-        raise RuntimeError("the Lambda ran out of time")
-
-    monkeypatch.setattr(scaling, "records_of", die_once)
+    dies_once_after_acting(monkeypatch)
     with pytest.raises(RuntimeError):
         tick(client, 0)
     decision = tick(client, 1)
