@@ -80,6 +80,26 @@ class Ec2Nodes:
             ]
         )
 
+    def impaired(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` (instances known to exist) fail EC2's instance or system status checks."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        try:
+            pages = self.client.get_paginator("describe_instance_status").paginate(InstanceIds=ids)
+            return {
+                status["InstanceId"]
+                for page in pages
+                for status in page["InstanceStatuses"]
+                if "impaired"
+                in (
+                    status.get("InstanceStatus", {}).get("Status"),
+                    status.get("SystemStatus", {}).get("Status"),
+                )
+            }
+        except (ClientError, BotoCoreError) as exc:
+            raise _dependency_error(exc) from exc
+
     def node_image_id(self, ami_id: str | None, launch_template: str | None) -> str | None:
         """The node image: ``NODE_AMI_ID``, or the image of the launch template's default version."""
         if ami_id:

@@ -57,6 +57,7 @@ def observe(
     timeouts: Timeouts,
     *,
     planned_tokens: frozenset[str] = frozenset(),
+    impaired: frozenset[str] = frozenset(),
 ) -> Observed:
     """The pool as of tick time ``now``, and what changed to make it so."""
     stamp = iso(now)
@@ -67,7 +68,7 @@ def observe(
         if node
     ]
     orphans = _orphans(pool, instances, now, stamp, planned_tokens, result)
-    _unhealthy(nodes, instances, traffic, now, timeouts, result)
+    _unhealthy(nodes, instances, traffic, now, timeouts, impaired, result)
     return replace(result, pool=replace(pool.with_nodes(nodes), orphans=orphans or None))
 
 
@@ -145,6 +146,7 @@ def _unhealthy(
     traffic: PoolTraffic,
     now: datetime,
     timeouts: Timeouts,
+    impaired: frozenset[str],
     result: Observed,
 ) -> None:
     serving = [node for node in nodes if node.state == IN_SERVICE]
@@ -152,6 +154,8 @@ def _unhealthy(
         instance = instances.get(node.id)
         if instance is not None and instance.state in DEAD_STATES:
             result.unhealthy.append((node.id, f"EC2 reports it {instance.state}"))
+        elif node.id in impaired:
+            result.unhealthy.append((node.id, "EC2 reports it impaired"))
     # Silence counts only against peers that did publish: a pool-wide silence is a metrics
     # outage, not dead nodes.
     publishing = [node for node in serving if traffic.of(node.id).last_published is not None]

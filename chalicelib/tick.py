@@ -122,7 +122,8 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         silent_seconds=settings.node_silent_seconds,
     )
     planned = frozenset(launch["token"] for launch in (pool.pending_plan or {}).get("launch", []))
-    observed = observe(pool, instances, traffic, now, timeouts, planned_tokens=planned)
+    impaired = _impaired(deps, pool, instances)
+    observed = observe(pool, instances, traffic, now, timeouts, planned_tokens=planned, impaired=impaired)
     current = observed.pool
     if deps.notifier is not None:
         current = announce(pool, current, "automatic")
@@ -221,6 +222,15 @@ def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[
 
 def _by_token(instances: dict[str, Instance]) -> dict[str, Instance]:
     return {instance.launch_token: instance for instance in instances.values() if instance.launch_token}
+
+
+def _impaired(deps: TickDeps, pool: Pool, instances: dict[str, Instance]) -> frozenset[str]:
+    """In-service nodes failing EC2's status checks; unknown (none) when EC2 does not answer."""
+    serving = [node_id for node_id in pool.in_service_ids if node_id in instances]
+    try:
+        return frozenset(deps.ec2.impaired(serving))
+    except DependencyError:
+        return frozenset()
 
 
 def _read_metrics(deps: TickDeps, pool: Pool, now: datetime) -> tuple[PoolTraffic, str | None]:

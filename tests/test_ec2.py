@@ -161,3 +161,32 @@ def test_launch_without_an_image_is_a_conflict(moto: None) -> None:
 
     with pytest.raises(PoolConflictError, match="NODE_AMI_ID"):
         Ec2Nodes("default").launch("tok", _spec(ami_id=None), 0)
+
+
+def test_impaired_reads_both_status_checks(moto: None) -> None:
+    client = boto3.client("ec2", region_name=REGION)
+
+    def status(instance_id: str, instance: str, system: str) -> dict[str, Any]:
+        return {
+            "InstanceId": instance_id,
+            "InstanceStatus": {"Status": instance},
+            "SystemStatus": {"Status": system},
+        }
+
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_instance_status",
+            {
+                "InstanceStatuses": [
+                    status("i-00000001", "ok", "ok"),
+                    status("i-00000002", "impaired", "ok"),
+                    status("i-00000003", "ok", "impaired"),
+                    status("i-00000004", "initializing", "ok"),
+                ]
+            },
+        )
+        found = Ec2Nodes("default", client=client).impaired(
+            ["i-00000001", "i-00000002", "i-00000003", "i-00000004"]
+        )
+    assert found == {"i-00000002", "i-00000003"}
+    assert Ec2Nodes("default", client=client).impaired([]) == set()

@@ -224,3 +224,12 @@ def test_live_instances_never_exceed_eight(client: Client, ec2: Any) -> None:
     )
     assert len(live(ec2)) == 8
     boto3.client("ec2", region_name=REGION)  # nothing else launched anything
+
+
+def test_an_impaired_node_is_replaced(client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, *rest = three_in_service(client)
+    monkeypatch.setattr(Ec2Nodes, "impaired", lambda self, ids: {first} & set(ids))
+    serve(client, 2, 0.5)
+    decision = tick(client, 2)
+    assert decision["action"] == "replace" and "impaired" in decision["reason"]
+    assert first not in members(client) and len(members(client)) == 3
