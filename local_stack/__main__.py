@@ -1,6 +1,8 @@
-"""Start the local stack: moto on ``MOTO_PORT``, the table, ``chalice local`` on ``PORT``.
+"""Start the local stack: moto on ``MOTO_PORT``, the table, ``chalice local`` on ``PORT``, a
+scheduler that invokes the real scheduled function every ``TICK_SECONDS``, and (unless
+``SIMULATE=0``) a simulated cache tier with its workload that also plays the front-end.
 
-Runs until Ctrl-C or SIGTERM, then stops its child and exits 0.
+Runs until Ctrl-C or SIGTERM, then stops everything and exits 0.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from moto.server import ThreadedMotoServer
 
 from chalicelib import aws, cli
 from chalicelib.errors import ScalerError
 from chalicelib.settings import Settings
+from local_stack.scheduler import Scheduler, SimulatedClock, real_clock
 
 HOST = "127.0.0.1"
 STAGE = "dev"
@@ -148,28 +152,88 @@ def run() -> NoReturn:
         raise StartError(f"MOTO_PORT and PORT are both {port}; set one of them to another port")
     _require_free(moto_port, "MOTO_PORT")
     _require_free(port, "PORT")
-    print(
-        "note: the scheduler (TICK_SECONDS) and the simulated cache tier (SIMULATE) "
-        "are not part of this stack yet",
-        flush=True,
-    )
+    simulate = os.environ.get("SIMULATE", "1").strip() not in ("0", "false", "no", "")
+    tick_seconds = _tick_seconds(simulate)
     _set_environment(moto_port)
     # werkzeug would log every emulator request; the API's own log is the useful one.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     emulator = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)
     emulator.start()
     api: subprocess.Popen[bytes] | None = None
+    simulation: Any = None
+    scheduler: Scheduler | None = None
     try:
         _prepare_emulator()
+        if simulate:
+            simulation = _start_simulation(port)
         api = _start_api(port)
         _wait_until_ready(api, port)
         _announce(port, moto_port)
+        if tick_seconds > 0:
+            scheduler = _start_scheduler(tick_seconds, simulation)
         api.wait()
         raise StartError(f"chalice local exited with code {api.returncode}")
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if api is not None:
             _stop(api)
+        if simulation is not None:
+            simulation.stop()
         emulator.stop()
+
+
+def _tick_seconds(simulate: bool) -> float:
+    text = os.environ.get("TICK_SECONDS") or ("1.5" if simulate else "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise StartError(
+            f"TICK_SECONDS={text!r} is not a number of seconds (0 turns the scheduler off)"
+        ) from None
+    if seconds < 0:
+        raise StartError("TICK_SECONDS must be 0 (off) or positive")
+    return seconds
+
+
+def _start_simulation(port: int) -> Any:
+    """The simulated cache tier; its front-end receives the scaler's notifications."""
+    from sim.simulation import Simulation
+
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    simulation = Simulation(
+        pool_name=os.environ.get("POOL_NAME") or "default",
+        api_url=f"http://{HOST}:{port}",
+        token=os.environ["SCALER_API_TOKEN"],
+        start=start,
+        secret=os.environ.get("FRONTEND_NOTIFY_SECRET") or None,
+    )
+    simulation.start()
+    os.environ["FRONTEND_NOTIFY_URL"] = simulation.url  # for chalice local and the scheduler
+    os.environ["SIM_START"] = start.isoformat()
+    return simulation
+
+
+def _start_scheduler(tick_seconds: float, simulation: Any) -> Scheduler:
+    """Invoke the app's real scheduled function in this process, with the dev stage's settings."""
+    os.environ.update(cli.stage_environment(STAGE))
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+    from app import scale
+
+    def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return scale(event, None)
+
+    if simulation is not None:
+        clock: Any = SimulatedClock(datetime.fromisoformat(os.environ["SIM_START"]))
+        mode = f"simulated clock from {os.environ['SIM_START'][:16]}, one minute per tick"
+    else:
+        clock, mode = real_clock, "real clock"
+    print(f"scheduler: a tick every {tick_seconds:g} s ({mode})", flush=True)
+    step = simulation.step if simulation is not None else None
+    scheduler = Scheduler(tick_seconds, clock, invoke, step, out=lambda line: print(line, flush=True))
+    scheduler.start()
+    return scheduler
 
 
 def main() -> int:

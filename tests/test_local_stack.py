@@ -108,13 +108,17 @@ def is_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_stack(port: int, moto_port: int) -> subprocess.Popen[str]:
+def start_stack(port: int, moto_port: int, **settings: str) -> subprocess.Popen[str]:
+    """The stack; by default without its scheduler and simulation, so that nothing moves."""
     env = {
         **os.environ,
         "PORT": str(port),
         "MOTO_PORT": str(moto_port),
         "SCALER_API_TOKEN": TOKEN,
         "PYTHONUNBUFFERED": "1",
+        "SIMULATE": "0",
+        "TICK_SECONDS": "0",
+        **settings,
     }
     # The test's own AWS settings must not leak in: the stack sets what it needs.
     for name in ("AWS_ENDPOINT_URL", "NODE_AMI_ID", "TABLE_NAME"):
