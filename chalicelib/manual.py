@@ -18,7 +18,7 @@ from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, 
 from chalicelib.pool import Pool
 from chalicelib.records import iso
 from chalicelib.scaling import finish, make_plan, plan_acts, refuse_if_held
-from chalicelib.tick import TickDeps, _by_token
+from chalicelib.tick import TickDeps, by_launch_token
 
 _ATTEMPTS = 5
 
@@ -86,7 +86,7 @@ def _resize(
         now = clock(pool)
         refuse_if_held(pool)
         if pool.pending_plan is not None:
-            by_token = _by_token({i.id: i for i in deps.ec2.list_pool_instances()})
+            by_token = by_launch_token({i.id: i for i in deps.ec2.list_pool_instances()})
             pool, _ = finish(
                 deps.store,
                 deps.ec2,

@@ -109,7 +109,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     if pool.pending_plan is not None and not dry_run:
         # The writer of this plan died (its lease ran out, or this is the retry of its own event).
         pool, result = finish(
-            deps.store, deps.ec2, settings, pool, _by_token(instances), at=now, notifier=deps.notifier
+            deps.store, deps.ec2, settings, pool, by_launch_token(instances), at=now, notifier=deps.notifier
         )
         if plan_time == stamp:
             return {**result, "replayed": True}
@@ -186,7 +186,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             replace(current, pending_plan={**plan, "claimed_at": wall}, last_tick_wall=wall)
         )
         return finish(
-            deps.store, deps.ec2, settings, ahead, _by_token(instances), at=now, notifier=deps.notifier
+            deps.store, deps.ec2, settings, ahead, by_launch_token(instances), at=now, notifier=deps.notifier
         )[1]
     # Nothing for EC2 to do: the observed pool and the tick's record, in one write.
     done = replace(
@@ -220,7 +220,7 @@ def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[
     return summary
 
 
-def _by_token(instances: dict[str, Instance]) -> dict[str, Instance]:
+def by_launch_token(instances: dict[str, Instance]) -> dict[str, Instance]:
     return {instance.launch_token: instance for instance in instances.values() if instance.launch_token}
 
 
