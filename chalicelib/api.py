@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from chalice import Blueprint, Response
+from chalice import Blueprint, NotFoundError, Response
 
 from chalicelib import config as config_rules
+from chalicelib import pages
 from chalicelib.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fields, single_valued
 from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import ValidationError
@@ -22,7 +23,7 @@ from chalicelib.http import handle_errors
 from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.membership import Membership, parse_cache_pool_ids
 from chalicelib.notifier import notifier_for
-from chalicelib.pages import home_page, instances_page
+from chalicelib.pages import instances_page
 from chalicelib.pool import Pool, describe_nodes
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
@@ -93,7 +94,21 @@ def _status() -> dict[str, Any]:
 
 @route("/", methods=["GET"])
 def home() -> Response:
-    return _html(home_page(_status()))
+    """The dashboard: static HTML; its script reads the JSON API with the visitor's token."""
+    page = _html(pages.home_page())
+    page.headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
+    return page
+
+
+@route("/assets/{name}", methods=["GET"])
+def static_asset(name: str) -> Response:
+    """The dashboard's scripts and styles (public): only the names ``pages.ASSET_NAMES`` lists."""
+    found = pages.asset(name)
+    if found is None:
+        raise NotFoundError(f"no asset named {name!r}")
+    # Pages link assets with ``?v=<content hash>``, so a day's caching never serves a stale copy.
+    headers = {"Content-Type": found.content_type, "Cache-Control": "public, max-age=86400"}
+    return Response(body=found.body, status_code=200, headers=headers)
 
 
 @route("/api/scaler", methods=["GET"])

@@ -1,9 +1,44 @@
-"""HTML pages for people with a browser. URLs are relative: API Gateway adds a stage prefix."""
+"""HTML pages for people with a browser, and the dashboard's static assets.
+
+Every URL in a page is relative, never with a leading slash: API Gateway serves the app under a
+stage prefix (``https://…/api/``), so ``assets/dashboard.js`` resolves under it and ``/assets/…``
+would not. The dashboard itself is static HTML; ``static/dashboard.js`` fills it from the JSON API.
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Any
+
+from chalicelib.config import FIELDS, POLICIES, Field
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Chart.js 4.5.1 (MIT): dist/chart.umd.min.js of `npm pack chart.js@4.5.1`, byte for byte (sha256
+# 48444a82d4edcb5bec0f1965faacdde18d9c17db3063d042abada2f705c9f54a); its licence header is line 1-6.
+CHART_JS = "chart-4.5.1.umd.min.js"
+DASHBOARD_JS = "dashboard.js"
+DASHBOARD_CSS = "dashboard.css"
+# The only files GET /assets/{name} serves: a name is looked up here, never joined to a path.
+ASSET_NAMES = (CHART_JS, DASHBOARD_JS, DASHBOARD_CSS)
+_CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+# At the stage root API Gateway answers both ``/api`` and ``/api/``; relative URLs need the slash.
+_TRAILING_SLASH_SCRIPT = (
+    "if(!location.pathname.endsWith('/'))"
+    "location.replace(location.pathname+'/'+location.search+location.hash);"
+)
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_TRAILING_SLASH_SCRIPT.encode()).digest()).decode()
+# Sent with the dashboard: scripts and styles from the app only, API calls to the app only.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'self'; script-src 'self' 'sha256-{_SCRIPT_HASH}'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 _STYLE = """
 body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}
@@ -12,21 +47,28 @@ th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left}
 code{background:#f3f3f3;padding:0 .2rem}
 """
 
-_TOKEN_FORM = """
-<form id="token-form">
-  <label>API token <input id="token" type="password" autocomplete="off" required></label>
-  <button type="submit">Use this token</button>
-</form>
-<script>
-document.getElementById('token-form').addEventListener('submit', function (event) {
-  event.preventDefault();
-  var secure = location.protocol === 'https:' ? '; Secure' : '';
-  document.cookie = 'scaler_token=' + encodeURIComponent(document.getElementById('token').value)
-    + '; SameSite=Strict; path=/' + secure;
-  location.reload();
-});
-</script>
-"""
+
+@dataclass(frozen=True)
+class Asset:
+    body: str
+    content_type: str
+    version: str  # from the content: asset URLs carry it, so a browser never runs a stale copy
+
+
+@functools.cache
+def _load(name: str) -> Asset:
+    body = (STATIC_DIR / name).read_text(encoding="utf-8")
+    version = hashlib.sha256(body.encode("utf-8")).hexdigest()[:12]
+    return Asset(body, _CONTENT_TYPES[Path(name).suffix], version)
+
+
+def asset(name: str) -> Asset | None:
+    """The static file called ``name``, or None unless it is on the allow-list."""
+    return _load(name) if name in ASSET_NAMES else None
+
+
+def _asset_url(name: str) -> str:
+    return f"assets/{name}?v={_load(name).version}"
 
 
 def _page(title: str, body: str) -> str:
@@ -37,20 +79,86 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def home_page(status: dict[str, Any]) -> str:
-    """The start page: pool size, mode, links to the JSON and HTML views, and the token form."""
-    return _page(
-        "memcache pool auto-scaler",
-        f"<p>Pool size <strong id=pool-size>{status['pool_size']}</strong>, "
-        f"auto mode <strong id=auto-mode>{'on' if status['auto_mode'] else 'off'}</strong>.</p>"
-        "<ul>"
-        '<li><a href="api/scaler/list">Instances</a></li>'
-        '<li><a href="api/scaler/config">Config (JSON)</a></li>'
-        '<li><a href="api/scaler/cache_list">Node list (JSON)</a></li>'
-        '<li><a href="api/scaler/history">History (JSON)</a></li>'
-        "</ul>"
-        "<p>Every page but this one needs the API token: a bearer header, or, in this browser, "
-        "the cookie the form below sets.</p>" + _TOKEN_FORM,
+def _config_control(name: str, field: Field) -> str:
+    """One input of the config form; ``dashboard.js`` reads ``data-kind`` to send the right type."""
+    attributes = f'id="config-{name}" name="{name}" data-kind="{field.kind}"'
+    if field.kind == "boolean":
+        return f"<input type=checkbox {attributes}>"
+    if name == "policy":
+        options = "".join(f"<option>{escape(policy)}</option>" for policy in POLICIES)
+        return f"<select {attributes}>{options}</select>"
+    mode = "numeric" if field.kind == "integer" else "decimal" if field.kind == "number" else "text"
+    # Text, not type=number: whatever is typed goes to the API, whose 400 says what is wrong.
+    return f"<input type=text inputmode={mode} autocomplete=off spellcheck=false {attributes}>"
+
+
+def _config_form() -> str:
+    rows = "".join(
+        f'<label for="config-{name}">{escape(name)}</label>{_config_control(name, field)}'
+        f"<small>{escape(field.rule_text)}</small>"
+        for name, field in FIELDS.items()
+    )
+    return (
+        f'<form id="config-form" novalidate><div class="fields">{rows}</div>'
+        '<p><button type="submit" id="config-save">Save</button> '
+        '<button type="button" id="config-revert">Revert</button></p>'
+        '<p id="config-message" class="message" role="status" aria-live="polite"></p></form>'
+    )
+
+
+def _chart(ident: str, title: str) -> str:
+    return (
+        f'<figure><figcaption>{escape(title)}</figcaption><div class="chart">'
+        f'<canvas id="{ident}-chart" data-ticks="0" role="img" aria-label="{escape(title)}"></canvas></div>'
+        f'<p id="{ident}-summary" class="summary"></p></figure>'
+    )
+
+
+_HISTORY_MINUTES = (("15", "15 minutes"), ("60", "1 hour"), ("180", "3 hours"), ("720", "12 hours"))
+
+
+def home_page() -> str:
+    """The dashboard: static HTML, filled and refreshed by ``static/dashboard.js``."""
+    minutes = "".join(
+        f'<option value="{value}"{" selected" if value == "60" else ""}>{label}</option>'
+        for value, label in _HISTORY_MINUTES
+    )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<script>{_TRAILING_SLASH_SCRIPT}</script>"
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<title>memcache pool auto-scaler</title><link rel="icon" href="data:,">'
+        f'<link rel="stylesheet" href="{_asset_url(DASHBOARD_CSS)}">'
+        f'<script src="{_asset_url(CHART_JS)}" defer></script>'
+        f'<script src="{_asset_url(DASHBOARD_JS)}" defer></script>'
+        "</head><body>"
+        '<header><h1>memcache pool auto-scaler</h1><p id="refresh-status" role="status"></p>'
+        '<button type="button" id="forget-token" hidden>Forget token</button></header>'
+        "<noscript><p>This dashboard needs JavaScript. The JSON API works without it.</p></noscript>"
+        '<form id="token-form" hidden>'
+        '<label for="token">API token</label> '
+        '<input id="token" type="password" autocomplete="off" required> '
+        '<button type="submit">Use this token</button>'
+        '<p id="token-message" role="alert"></p>'
+        "<p>The token is kept in a cookie for this browser session, so that the other pages "
+        "open in this browser too.</p></form>"
+        '<main id="dashboard" hidden>'
+        '<section id="charts"><h2>Over time</h2>'
+        '<p><label for="history-minutes">Last</label> '
+        f'<select id="history-minutes">{minutes}</select> of ticks (UTC)</p>'
+        f'<div class="charts">{_chart("miss-rate", "Miss rate")}{_chart("pool-size", "Pool size")}</div>'
+        "</section>"
+        '<section id="pool"><h2>Pool</h2><p id="pool-summary"></p>'
+        '<table id="pool-table"><thead><tr><th>index</th><th>id</th><th>ip</th><th>state</th></tr>'
+        "</thead><tbody></tbody></table>"
+        '<p><a href="api/scaler/list">Instances</a> (EC2 details) · '
+        '<a href="api/scaler/cache_list">Node list (JSON)</a> · '
+        '<a href="api/scaler/history">History (JSON)</a></p></section>'
+        f'<section id="config"><h2>Config</h2>{_config_form()}</section>'
+        "<section><h2>Recent decisions</h2>"
+        '<table id="decisions"><thead><tr><th>time</th><th>action</th><th>miss rate</th>'
+        "<th>size</th><th>reason</th></tr></thead><tbody></tbody></table></section>"
+        "</main></body></html>"
     )
 
 
@@ -69,6 +177,6 @@ def instances_page(instances: list[dict[str, Any]]) -> str:
     empty = "" if instances else "<p>The pool has no instances.</p>"
     return _page(
         "Pool instances",
-        f'<p><a href="../../">Home</a></p><table id=instances><thead><tr>{head}</tr></thead>'
+        f'<p><a href="../../">Dashboard</a></p><table id=instances><thead><tr>{head}</tr></thead>'
         f"<tbody>{rows}</tbody></table>{empty}",
     )
