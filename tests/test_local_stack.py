@@ -25,6 +25,7 @@ TOKEN = "test-token-for-the-local-stack"
 # The stack's last start-up line: printed only once the API has answered.
 READY_LINE = "Ctrl-C stops the stack."
 START_TIMEOUT_SECONDS = 60.0
+DAY_TIMEOUT_SECONDS = 150.0
 STOP_TIMEOUT_SECONDS = 15.0
 POLL_SECONDS = 0.2
 HTTP_TIMEOUT_SECONDS = 5.0
@@ -162,8 +163,8 @@ def interrupt_and_check(stack: Stack) -> str:
 
 
 @contextlib.contextmanager
-def running_stack(port: int, moto_port: int) -> Iterator[Stack]:
-    process = start_stack(port, moto_port)
+def running_stack(port: int, moto_port: int, **settings: str) -> Iterator[Stack]:
+    process = start_stack(port, moto_port, **settings)
     stack = Stack(process, Output(process), port, moto_port)
     try:
         wait_until_up(stack)
@@ -233,3 +234,29 @@ def test_a_taken_port_is_named_and_exits_1() -> None:
     assert str(port) in output
     assert "set PORT to" in output
     assert port_is_free(moto_port), "nothing should have started on the emulator's port"
+
+
+def test_the_simulated_day_grows_the_pool_under_the_crowd_and_shrinks_it_at_night() -> None:
+    """README's first command as a newcomer runs it, with quicker ticks: the whole stack, the
+    scheduler invoking the real scheduled function, the simulated tier playing the front-end."""
+    port, moto_port = free_ports(2)
+    with running_stack(port, moto_port, SIMULATE="1", TICK_SECONDS="0.2") as stack:
+        deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            lines = stack.output.text(0).splitlines()
+            grew = [i for i, line in enumerate(lines) if " scale_out " in line]
+            shrank = [i for i, line in enumerate(lines) if " scale_in " in line and grew and i > grew[0]]
+            if shrank and any(" pool 1 " in line for line in lines[shrank[-1] :]):
+                break
+            time.sleep(POLL_SECONDS)
+        else:
+            pytest.fail(f"no growth and shrink within {DAY_TIMEOUT_SECONDS:.0f} s:\n{stack.output.text(0)}")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        history = requests.get(
+            f"{stack.url}/api/scaler/history?minutes=1440", headers=auth, timeout=HTTP_TIMEOUT_SECONDS
+        ).json()["records"]
+        sizes = [r["target_size"] for r in history if r["kind"] == "tick"]
+        assert max(sizes) >= 4 and sizes[-1] == 1
+        notices = [r for r in history if r["kind"] == "membership" and r.get("change") == "drain_confirmed"]
+        assert notices, "the simulated front-end confirmed the drains"
+        interrupt_and_check(stack)
