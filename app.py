@@ -8,12 +8,17 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent
 
+from chalicelib import observability
 from chalicelib.api import api
 from chalicelib.auth import http_middleware
 from chalicelib.tick import scheduled_tick
 
-app = Chalice(app_name="memcache-scaler")
+# Powertools' Logger writes the app's log (same logger name); Chalice's own handler would repeat it.
+app = Chalice(app_name="memcache-scaler", configure_logs=False)
+# Registered first, so outermost: refusals by the auth middleware are logged too.
+app.register_middleware(observability.request_middleware, "http")
 app.register_middleware(http_middleware, "http")
+app.register_middleware(observability.tick_middleware, "scheduled")
 app.register_blueprint(api)
 
 

@@ -69,6 +69,8 @@ class Settings:
     frontend_notify_secret: str | None = None
     frontend_notify_timeout_seconds: float = 3.0
     history_ttl_days: int = 30
+    # Chalice tells the code nothing about its stage: each stage sets STAGE in its environment.
+    stage: str | None = None
 
     @property
     def node_ami_id(self) -> str | None:
@@ -110,4 +112,5 @@ class Settings:
             frontend_notify_secret=env.get("FRONTEND_NOTIFY_SECRET") or None,
             frontend_notify_timeout_seconds=float(env.get("FRONTEND_NOTIFY_TIMEOUT_SECONDS") or 3.0),
             history_ttl_days=int(env.get("HISTORY_TTL_DAYS") or 30),
+            stage=(env.get("STAGE") or "").strip().lower() or None,
         )
