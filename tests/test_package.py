@@ -417,3 +417,11 @@ def test_alarms_go_to_the_topic_parameter(templates: dict[str, Any], stage: str)
     errors = alarms["TickErrorsAlarm"]["Properties"]
     assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
     assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "Scale"}}]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_package_holds_what_the_functions_import(packages: dict[str, Path], stage: str) -> None:
+    """Powertools' Tracer imports the X-Ray SDK even with tracing off: without it, no function starts."""
+    with zipfile.ZipFile(packages[stage] / "deployment.zip") as package:
+        top_level = {name.split("/")[0] for name in package.namelist()}
+    assert {"aws_lambda_powertools", "aws_xray_sdk", "chalicelib", "app.py"} <= top_level
