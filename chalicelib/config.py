@@ -17,7 +17,7 @@ from chalicelib.errors import BusyError, ValidationError, VersionConflictError
 from chalicelib.records import Record, config_record
 
 MAX_NODES = 8
-POLICIES = ("ratio",)
+POLICIES = ("ratio", "predictive")
 # Integers go through JSON and browsers: keep them exact in a double.
 _MAX_SAFE_INT = 2**53 - 1
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")

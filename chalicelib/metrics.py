@@ -18,6 +18,9 @@ from chalicelib.errors import DependencyError
 
 # CloudWatch answers standard-resolution data in whole minutes.
 PERIOD_SECONDS = 60
+# SPEC's ``CapacityFactor`` values of the optional miss-ratio curve, smallest first.
+CAPACITY_FACTORS = ("0.125", "0.25", "0.5", "1", "2", "4", "8")
+CURVE_DIMENSION = "CapacityFactor"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class MetricNames:
     dimension: str = "NodeId"
     gets: str = "GetRequests"
     hits: str = "Hits"
+    hits_within: str = "HitsWithin"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MetricNames:
@@ -34,6 +38,7 @@ class MetricNames:
             dimension=env.get("METRICS_DIMENSION") or cls.dimension,
             gets=env.get("METRIC_GETS") or cls.gets,
             hits=env.get("METRIC_HITS") or cls.hits,
+            hits_within=env.get("METRIC_HITS_WITHIN") or cls.hits_within,
         )
 
 
@@ -44,6 +49,9 @@ class NodeTraffic:
     gets: float = 0.0
     hits: float = 0.0
     last_published: datetime | None = None  # start of the newest minute with a datapoint
+    # ``HitsWithin`` summed over the window, one per CAPACITY_FACTORS; None when the node
+    # published no curve in the window (or it was not asked for).
+    within: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ def miss_rate(
 
 
 class PoolMetrics:
-    """Reads ``GetRequests`` and ``Hits`` for a set of nodes."""
+    """Reads ``GetRequests`` and ``Hits`` (and, when asked, the ``HitsWithin`` curve) for a set of nodes."""
 
     def __init__(self, names: MetricNames, *, client: Any = None) -> None:
         self.names = names
@@ -81,33 +89,46 @@ class PoolMetrics:
     def client(self) -> Any:
         return self._client if self._client is not None else aws.client("cloudwatch")
 
+    def _query(self, query_id: str, metric: str, dimensions: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "Id": query_id,
+            "MetricStat": {
+                "Metric": {"Namespace": self.names.namespace, "MetricName": metric, "Dimensions": dimensions},
+                "Period": PERIOD_SECONDS,
+                "Stat": "Sum",
+            },
+            "ReturnData": True,
+        }
+
     def read(
-        self, node_ids: Sequence[str], end: datetime, window_seconds: int, lookback_seconds: int
+        self,
+        node_ids: Sequence[str],
+        end: datetime,
+        window_seconds: int,
+        lookback_seconds: int,
+        *,
+        curve: bool = False,
     ) -> PoolTraffic:
-        """Sums over [end − window, end) and the newest datapoint within [end − lookback, end)."""
+        """Sums over [end − window, end) and the newest datapoint within [end − lookback, end).
+
+        ``curve`` adds the seven ``HitsWithin`` series per node to the same call (8 nodes make 72
+        queries, well under GetMetricData's 500): still one call per tick, however many pages.
+        """
         if not node_ids:
             return PoolTraffic()
         lookback_seconds = max(lookback_seconds, window_seconds)
         queries, owners = [], {}
         for index, node in enumerate(node_ids):
+            node_dimension = {"Name": self.names.dimension, "Value": node}
             for kind, metric in (("g", self.names.gets), ("h", self.names.hits)):
                 query_id = f"{kind}{index}"
                 owners[query_id] = (node, kind)
-                queries.append(
-                    {
-                        "Id": query_id,
-                        "MetricStat": {
-                            "Metric": {
-                                "Namespace": self.names.namespace,
-                                "MetricName": metric,
-                                "Dimensions": [{"Name": self.names.dimension, "Value": node}],
-                            },
-                            "Period": PERIOD_SECONDS,
-                            "Stat": "Sum",
-                        },
-                        "ReturnData": True,
-                    }
-                )
+                queries.append(self._query(query_id, metric, [node_dimension]))
+            for position, factor in enumerate(CAPACITY_FACTORS if curve else ()):
+                query_id = f"w{index}x{position}"
+                owners[query_id] = (node, f"w{position}")
+                dimensions = [node_dimension, {"Name": CURVE_DIMENSION, "Value": factor}]
+                queries.append(self._query(query_id, self.names.hits_within, dimensions))
         window_start = end - timedelta(seconds=window_seconds)
         sums: dict[tuple[str, str], float] = {}
         newest: dict[str, datetime] = {}
@@ -131,7 +152,20 @@ class PoolMetrics:
             raise DependencyError(f"CloudWatch GetMetricData failed ({code})") from exc
         return PoolTraffic(
             {
-                node: NodeTraffic(sums.get((node, "g"), 0.0), sums.get((node, "h"), 0.0), newest.get(node))
+                node: NodeTraffic(
+                    sums.get((node, "g"), 0.0),
+                    sums.get((node, "h"), 0.0),
+                    newest.get(node),
+                    _within(sums, node) if curve else None,
+                )
                 for node in node_ids
             }
         )
+
+
+def _within(sums: Mapping[tuple[str, str], float], node: str) -> tuple[float, ...] | None:
+    """A node's curve over the window, or None unless it published every factor in it."""
+    values = [sums.get((node, f"w{position}")) for position in range(len(CAPACITY_FACTORS))]
+    if any(value is None for value in values):
+        return None
+    return tuple(float(value) for value in values if value is not None)

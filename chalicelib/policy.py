@@ -61,7 +61,7 @@ def ratio_target(config: Mapping[str, Any], pool_size: int, miss_rate: float | N
     return pool_size
 
 
-def _bounds(config: Mapping[str, Any], size: int) -> Decision | None:
+def bounds(config: Mapping[str, Any], size: int) -> Decision | None:
     low, high = config["min_pool_size"], config["max_pool_size"]
     if size < low:
         return Decision(size, low, REPAIR, f"pool size {size} is below min_pool_size {low}")
@@ -81,7 +81,7 @@ def decide(config: Mapping[str, Any], observed: Observation, *, safety: bool = T
     and without the safety rules. The bounds are hard for everyone.
     """
     size, rate = observed.pool_size, observed.miss_rate
-    bounded = _bounds(config, size)
+    bounded = bounds(config, size)
     if bounded is not None:
         return bounded
     if safety and not config["auto_mode"]:

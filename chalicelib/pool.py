@@ -65,6 +65,8 @@ class Pool:
     untag_after: dict[str, int] | None = None
     # Tagged instances in no list or plan: id → the tick time that first saw them.
     orphans: dict[str, str] | None = None
+    # What a policy keeps between ticks (the predictive policy's recent needs and experience).
+    policy_memory: dict[str, Any] | None = None
 
     @property
     def members(self) -> tuple[Node, ...]:
@@ -108,6 +110,7 @@ class Pool:
             "confirmed": self.confirmed or {},
             "orphans": self.orphans or {},
             "untag_after": self.untag_after or {},
+            "policy_memory": self.policy_memory or {},
         }
 
     @classmethod
@@ -127,6 +130,7 @@ class Pool:
             confirmed=data.get("confirmed") or None,
             orphans=data.get("orphans") or None,
             untag_after=data.get("untag_after") or None,
+            policy_memory=data.get("policy_memory") or None,
         )
 
     def clock(self, wall_now: datetime) -> datetime:

@@ -47,6 +47,7 @@ def make_plan(
     events: list[str] | None = None,
     notify: bool = False,
     replacing: list[str] | None = None,
+    policy_memory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The work a decision means. Growing takes draining nodes back first (their cache is warm),
     then launches at the end of the list; shrinking takes the list's tail, which drains when a
@@ -78,6 +79,7 @@ def make_plan(
         "terminate": [*(expired or []), *([] if notify else doomed)],
         "recent_miss_rates": list(recent_miss_rates),
         "events": list(events or []),
+        "policy_memory": policy_memory,
     }
 
 
@@ -175,6 +177,8 @@ def apply_outcome(pool: Pool, plan: dict[str, Any], outcome: Outcome) -> Pool:
     }
     if plan["source"] == "tick":
         changes.update(last_tick=plan["time"], last_decision=result_of(plan, outcome))
+        if plan.get("policy_memory") is not None:
+            changes["policy_memory"] = plan["policy_memory"]
     after = replace(pool.with_nodes(nodes), **changes)
     return announce(pool, after, plan["mode"]) if plan["notify"] else after
 

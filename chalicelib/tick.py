@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib import predictive
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.lifecycle import Timeouts, observe
@@ -37,6 +38,32 @@ from chalicelib.store import StateStore
 
 _ATTEMPTS = 5
 
+# A policy: the config, the tick's observation and evidence, and the memory it kept at the
+# last tick (None at first) → its decision and the memory to keep.
+PolicyMemory = dict[str, Any] | None
+Policy = Callable[
+    [dict[str, Any], Observation, predictive.Evidence, PolicyMemory], tuple[Decision, PolicyMemory]
+]
+
+
+def ratio_policy(
+    config: dict[str, Any], observed: Observation, evidence: predictive.Evidence, memory: PolicyMemory
+) -> tuple[Decision, PolicyMemory]:
+    """SPEC's steps 4-5 (its scale-in window lives in ``recent_miss_rates``, not in the memory)."""
+    return decide(config, observed), memory
+
+
+def predictive_policy(
+    config: dict[str, Any], observed: Observation, evidence: predictive.Evidence, memory: PolicyMemory
+) -> tuple[Decision, PolicyMemory]:
+    decision, kept = predictive.decide(
+        config, observed, replace(evidence, memory=predictive.Memory.from_data(memory))
+    )
+    return decision, kept.to_data()
+
+
+POLICIES: dict[str, Policy] = {"ratio": ratio_policy, predictive.POLICY: predictive_policy}
+
 
 @dataclass(frozen=True)
 class TickDeps:
@@ -47,6 +74,8 @@ class TickDeps:
     notifier: Notifier | None = None
     # Only to stamp ``Pool.last_tick_wall``; no rule reads it.
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Decides instead of the config's ``policy`` (the benchmark's baselines); None in service.
+    policy: Policy | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TickDeps:
@@ -114,7 +143,8 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         if plan_time == stamp:
             return {**result, "replayed": True}
 
-    traffic, metrics_error = _read_metrics(deps, pool, now)
+    wants_curve = deps.policy is None and config["policy"] == predictive.POLICY
+    traffic, metrics_error = _read_metrics(deps, pool, now, curve=wants_curve)
     timeouts = Timeouts(
         readiness=settings.node_readiness,
         launch_seconds=settings.launch_timeout_seconds,
@@ -128,16 +158,16 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     if deps.notifier is not None:
         current = announce(pool, current, "automatic")
     rate, requests = miss_rate(traffic, current.in_service_ids, config["min_get_requests"])
-    decision = decide(
-        config,
-        Observation(
-            pool_size=current.pool_size,
-            miss_rate=rate,
-            launching=current.count(LAUNCHING),
-            draining=current.count(DRAINING),
-            recent_miss_rates=pool.recent_miss_rates,
-        ),
+    observation = Observation(
+        pool_size=current.pool_size,
+        miss_rate=rate,
+        launching=current.count(LAUNCHING),
+        draining=current.count(DRAINING),
+        recent_miss_rates=pool.recent_miss_rates,
     )
+    policy = deps.policy or POLICIES.get(config["policy"], ratio_policy)
+    seen = evidence(current, traffic, now, requests)
+    decision, memory = policy(config, observation, seen, pool.policy_memory)
     replacing: list[str] = []
     if (
         decision.action == HOLD
@@ -172,6 +202,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         events=observed.events,
         notify=deps.notifier is not None,
         replacing=replacing,
+        policy_memory=memory,
     )
     if dry_run:
         return {
@@ -195,6 +226,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         last_tick_wall=deps.wall_clock().isoformat(),
         last_decision=summary,
         recent_miss_rates=tuple(recent[-RECENT_LIMIT:]),
+        policy_memory=memory,
     )
     saved = deps.store.save_pool(done, *records_of(plan, Outcome(), now, None))
     notify(deps.store, saved, deps.notifier, stamp)
@@ -233,14 +265,45 @@ def _impaired(deps: TickDeps, pool: Pool, instances: dict[str, Instance]) -> fro
         return frozenset()
 
 
-def _read_metrics(deps: TickDeps, pool: Pool, now: datetime) -> tuple[PoolTraffic, str | None]:
+def evidence(pool: Pool, traffic: PoolTraffic, now: datetime, requests: int) -> predictive.Evidence:
+    """What the predictive policy reads: the serving nodes, and the curve of the warm ones.
+
+    Warm nodes have been in service ``WARM_MINUTES``; a node that just joined has an empty ghost
+    list and would make every size look too small, so its curve is read only when no node is
+    warm. The curve counts only when every node read published all of it.
+    """
+    serving = pool.in_service_ids
+    warm_since = now - timedelta(minutes=predictive.WARM_MINUTES)
+    warm = [
+        node.id
+        for node in pool.nodes
+        if node.state == IN_SERVICE and node.since is not None and _parse(node.since) <= warm_since
+    ]
+    read = warm or serving
+    curves = [traffic.of(node_id).within for node_id in read]
+    gets = sum(traffic.of(node_id).gets for node_id in read)
+    curve = None
+    if read and gets > 0 and all(within is not None for within in curves):
+        curve = tuple(
+            sum(within[index] for within in curves if within is not None) / gets
+            for index in range(len(predictive.FACTORS))
+        )
+    settled = len(warm) == len(serving) and len(serving) == pool.pool_size and not pool.count(DRAINING)
+    return predictive.Evidence(iso(now), len(serving), requests, curve, settled)
+
+
+def _parse(stamp: str) -> datetime:
+    return tick_time(stamp)
+
+
+def _read_metrics(
+    deps: TickDeps, pool: Pool, now: datetime, *, curve: bool = False
+) -> tuple[PoolTraffic, str | None]:
     """The nodes' traffic; a CloudWatch failure is no data (it never shrinks the pool)."""
     watched = [node.id for node in pool.nodes if node.state in (LAUNCHING, IN_SERVICE)]
     settings = deps.settings
     try:
-        return (
-            deps.metrics.read(watched, now, settings.metrics_window_seconds, settings.node_silent_seconds),
-            None,
-        )
+        window, lookback = settings.metrics_window_seconds, settings.node_silent_seconds
+        return deps.metrics.read(watched, now, window, lookback, curve=curve), None
     except DependencyError as exc:
         return PoolTraffic(), f"no data: {exc}"

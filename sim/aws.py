@@ -7,7 +7,7 @@ into another test); boto3 itself honours ``AWS_ENDPOINT_URL``, which the local s
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 
 POOL_TAG_KEY = "memcache-pool"
+CAPACITY_FACTORS = ("0.125", "0.25", "0.5", "1", "2", "4", "8")  # SPEC's CapacityFactor values
 # Where in the minute [T − 60 s, T) the datapoints sit: the middle, safely inside the window
 # whether a reader's period buckets start at T − 60 s or are checked with "< T".
 STAMP_BEFORE_END = timedelta(seconds=30)
@@ -35,6 +36,7 @@ class Cloud:
         self.dimension = env.get("METRICS_DIMENSION") or "NodeId"
         self.gets_metric = env.get("METRIC_GETS") or "GetRequests"
         self.hits_metric = env.get("METRIC_HITS") or "Hits"
+        self.hits_within_metric = env.get("METRIC_HITS_WITHIN") or "HitsWithin"
         self._clients: dict[str, Any] = dict(clients or {})
 
     def client(self, service: str) -> Any:
@@ -62,8 +64,17 @@ class Cloud:
             if instance["State"]["Name"] == "running"
         )
 
-    def publish(self, node_counts: Mapping[str, tuple[int, int]], window_end: datetime) -> int:
-        """Put each node's ``(gets, hits)`` for the minute before ``window_end``; the datums sent."""
+    def publish(
+        self,
+        node_counts: Mapping[str, tuple[int, int]],
+        window_end: datetime,
+        within: Mapping[str, Sequence[int]] | None = None,
+    ) -> int:
+        """Put each node's ``(gets, hits)`` for the minute before ``window_end``; the datums sent.
+
+        ``within`` adds SPEC's optional curve: per node, ``HitsWithin`` for each of
+        ``CAPACITY_FACTORS`` (the extra dimension ``CapacityFactor``).
+        """
         stamp = window_end - STAMP_BEFORE_END
         data = [
             {
@@ -76,7 +87,21 @@ class Cloud:
             for node_id, (gets, hits) in sorted(node_counts.items())
             for metric, value in ((self.gets_metric, gets), (self.hits_metric, hits))
         ]
-        # Eight nodes make 16 datums, one call; the loop only matters for a much larger pool.
+        for node_id, values in sorted((within or {}).items()):
+            data.extend(
+                {
+                    "MetricName": self.hits_within_metric,
+                    "Dimensions": [
+                        {"Name": self.dimension, "Value": node_id},
+                        {"Name": "CapacityFactor", "Value": factor},
+                    ],
+                    "Timestamp": stamp,
+                    "Value": float(value),
+                    "Unit": "Count",
+                }
+                for factor, value in zip(CAPACITY_FACTORS, values, strict=True)
+            )
+        # Eight nodes make 72 datums with the curve, one call; the loop matters only for far more.
         for start in range(0, len(data), MAX_DATUMS_PER_CALL):
             self.client("cloudwatch").put_metric_data(
                 Namespace=self.namespace, MetricData=data[start : start + MAX_DATUMS_PER_CALL]

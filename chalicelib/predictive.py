@@ -1,0 +1,222 @@
+"""The ``predictive`` policy: the smallest pool predicted to keep the miss rate under the maximum.
+
+Pure, like :mod:`chalicelib.policy`: evidence in, a decision and the policy's small memory out.
+
+The ratio rule reacts to the miss rate it sees, and what it sees right after it grows is the
+misses of its own cold nodes, so it grows again, then shrinks, then grows. This policy asks a
+different question each tick: *which size would keep the miss rate under the maximum?*, and goes
+there in one step. The answer comes from, in order of preference:
+
+1. **the miss-ratio curve** (SPEC's optional ``HitsWithin`` by ``CapacityFactor``): with keys spread
+   by consistent hashing, a pool of ``n`` nodes gives each of today's ``s`` serving nodes the
+   keys of ``s/n`` of a node, which is the same as each node having ``n/s`` times its capacity;
+   the curve says how many of the window's GETs would have hit then. Only *warm* nodes (in
+   service for ``WARM_MINUTES``) are read when there are any: a node that just joined has an
+   empty ghost list and would make every size look too small.
+2. **experience**, without a curve: the miss rate that warm, settled pools showed at each load
+   per node (GET requests ÷ serving nodes), kept from the tick records' figures. Misses grow
+   with the load per node, so the miss rate at ``n`` nodes is at most the lowest one seen at a
+   load per node at least as high. With nothing known at that load, the current miss rate is
+   scaled by ``s/n`` (misses taken as inversely proportional to capacity).
+
+Its rule, in SPEC's terms (steps 1-3 and 6 are the tick's, as for every policy):
+
+- the goal is ``HEADROOM`` × ``max_miss_rate_threshold``; the *need* is the smallest size in
+  ``[min_pool_size, max_pool_size]`` predicted to meet it (``max_pool_size`` when none does);
+- need above the pool size → scale out to the need at once (launching nodes count toward the
+  size, so a further scale-out while they boot adds only what the prediction still misses);
+- need below the pool size → scale in to the largest need of the last ``scale_in_window_minutes``
+  ticks, only when every one of those ticks had data, predicted a size below the current one, and
+  the pool is settled (nothing launching or draining, every serving node warm). A tick without
+  data breaks the run, so a metrics gap never shrinks the pool;
+- otherwise hold. ``min_miss_rate_threshold`` and the ratios are the ratio policy's and are not
+  used here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
+
+POLICY = "predictive"
+FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # SPEC's CapacityFactor values
+HEADROOM = 0.8  # aim below the maximum: predictions err, and moved keys start cold
+WARM_MINUTES = 5  # a node in service this long has filled its share of the keys
+NEEDS_KEPT = 60  # scale_in_window_minutes is at most 60
+SEEN_KEPT_MINUTES = 24 * 60
+LOAD_BUCKET = 1.1  # experience keeps the newest figure per 10 % band of load per node
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A warm, settled pool's miss rate at one load per node (GET requests per serving node)."""
+
+    load: float
+    miss_rate: float
+    time: str
+
+    def to_data(self) -> list[Any]:
+        return [round(self.load, 2), round(self.miss_rate, 5), self.time]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the policy keeps between ticks (in the pool's item, beside the scale-in window)."""
+
+    needs: tuple[int | None, ...] = ()  # the need of each recent tick, None without data
+    seen: tuple[Seen, ...] = ()
+    changed: str | None = None  # when this policy last resized the pool (moved keys start cold)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "needs": list(self.needs),
+            "seen": [point.to_data() for point in self.seen],
+            "changed": self.changed,
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any] | None) -> Memory:
+        if not data:
+            return cls()
+        seen = tuple(Seen(float(load), float(rate), str(time)) for load, rate, time in data.get("seen", []))
+        return cls(tuple(data.get("needs", [])), seen, data.get("changed"))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What this policy reads at a tick, beyond the ratio policy's :class:`Observation`."""
+
+    time: str
+    serving: int  # in-service nodes: the ones the front-end spreads keys over
+    requests: int
+    # Hit ratio at each of FACTORS (ΣHitsWithin ÷ ΣGetRequests over the nodes read), or None.
+    curve: tuple[float, ...] | None = None
+    settled: bool = False  # every serving node warm, nothing launching or draining
+    memory: Memory = field(default_factory=Memory)
+
+
+def curve_miss_rate(curve: Sequence[float], factor: float) -> float:
+    """The miss rate at ``factor`` × today's capacity, linear in log2(factor) between points.
+
+    Outside 1/8..8 the nearest end stands; a curve that is not monotone (noise in a short
+    window) is read as its running maximum, since more capacity never loses a hit under LRU.
+    """
+    hits = list(curve)
+    for index in range(1, len(hits)):
+        hits[index] = max(hits[index], hits[index - 1])
+    position = min(max(math.log2(factor), -3.0), 3.0) + 3.0
+    low = min(int(position), len(FACTORS) - 2)
+    share = position - low
+    hit_ratio = hits[low] * (1 - share) + hits[low + 1] * share
+    return min(1.0, max(0.0, 1.0 - hit_ratio))
+
+
+def learn(memory: Memory, load: float, miss_rate: float, time: str) -> tuple[Seen, ...]:
+    """Experience with the newest settled figure in: older ones it contradicts are dropped.
+
+    A figure contradicts the new one when it claims fewer misses at a higher load, or more at a
+    lower one: the traffic's mix changed since (a new working set, a crowd), and the newest
+    tells what holds now. One figure per band of load, none older than a day.
+    """
+    band = _band(load)
+    kept = [
+        point
+        for point in memory.seen
+        if _band(point.load) != band
+        and not (point.load >= load and point.miss_rate < miss_rate)
+        and not (point.load <= load and point.miss_rate > miss_rate)
+        and _minutes_between(point.time, time) < SEEN_KEPT_MINUTES
+    ]
+    return tuple(sorted([*kept, Seen(load, miss_rate, time)], key=lambda point: point.load))
+
+
+def _band(load: float) -> int:
+    return math.floor(math.log(max(load, 1e-9), LOAD_BUCKET))
+
+
+def _minutes_between(earlier: str, later: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds() / 60
+
+
+def experience_miss_rate(
+    seen: Sequence[Seen], requests: int, size: int, serving: int, miss_rate: float
+) -> float:
+    """The miss rate at ``size`` serving nodes from settled figures, else scaled from now."""
+    load = requests / size
+    known = [point.miss_rate for point in seen if point.load >= load]
+    if known:
+        return min(known)
+    return min(1.0, miss_rate * serving / size)
+
+
+def predict(size: int, evidence: Evidence, miss_rate: float) -> float:
+    """The miss rate a pool of ``size`` serving nodes would have had over this window."""
+    serving = max(evidence.serving, 1)
+    if evidence.curve is not None:
+        return curve_miss_rate(evidence.curve, size / serving)
+    return experience_miss_rate(evidence.memory.seen, evidence.requests, size, serving, miss_rate)
+
+
+def need(config: Mapping[str, Any], evidence: Evidence, miss_rate: float) -> int:
+    """The smallest size within the bounds predicted to meet the goal (the maximum if none does)."""
+    goal = HEADROOM * config["max_miss_rate_threshold"]
+    low, high = config["min_pool_size"], config["max_pool_size"]
+    return next((size for size in range(low, high + 1) if predict(size, evidence, miss_rate) <= goal), high)
+
+
+def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence) -> tuple[Decision, Memory]:
+    """One tick of the predictive policy: the decision, and the memory to keep for the next."""
+    size, rate = observed.pool_size, observed.miss_rate
+    memory = evidence.memory
+    bounded = bounds(config, size)
+    if bounded is not None:
+        return bounded, memory
+    if not config["auto_mode"]:
+        return Decision(size, size, HOLD, "auto_mode is off: observed only"), _remember(memory, None)
+    if rate is None:
+        reason = "no data: too few GET requests in the window"
+        return Decision(size, size, HOLD, reason), _remember(memory, None)
+    settled = evidence.settled and (
+        memory.changed is None or _minutes_between(memory.changed, evidence.time) >= WARM_MINUTES
+    )
+    if settled and evidence.serving:
+        seen = learn(memory, evidence.requests / evidence.serving, rate, evidence.time)
+        memory = replace(memory, seen=seen)
+    evidence = replace(evidence, settled=settled, memory=memory)
+    wanted = need(config, evidence, rate)
+    memory = _remember(memory, wanted)
+    source = "curve" if evidence.curve is not None else "experience"
+    seen = f"miss rate {rate:.3f}; {source} predicts {predict(wanted, evidence, rate):.3f} at {wanted}"
+    if wanted > size:
+        grow = Decision(size, wanted, SCALE_OUT, f"{seen}: grow {size} → {wanted}")
+        return grow, replace(memory, changed=evidence.time)
+    if wanted < size:
+        window = config["scale_in_window_minutes"]
+        recent = memory.needs[-window:]
+        if observed.launching or observed.draining or not evidence.settled:
+            return Decision(size, size, HOLD, f"{seen}: shrink waits for a settled pool"), memory
+        if len(recent) < window or any(n is None or n >= size for n in recent):
+            held = _streak(memory.needs, size)
+            return Decision(size, size, HOLD, f"{seen}: shrink waits ({held} of {window} ticks)"), memory
+        target = max(n for n in recent if n is not None)
+        shrink = Decision(size, target, SCALE_IN, f"{seen} for {window} ticks: shrink {size} → {target}")
+        return shrink, replace(memory, changed=evidence.time)
+    return Decision(size, size, HOLD, f"{seen}: pool size {size} is what it needs"), memory
+
+
+def _remember(memory: Memory, wanted: int | None) -> Memory:
+    return replace(memory, needs=(*memory.needs, wanted)[-NEEDS_KEPT:])
+
+
+def _streak(needs: Sequence[int | None], size: int) -> int:
+    count = 0
+    for wanted in reversed(needs):
+        if wanted is None or wanted >= size:
+            break
+        count += 1
+    return count

@@ -1,0 +1,295 @@
+"""The predictive policy: its curve arithmetic, its experience, its rule, and the tick reading the curve."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from chalice.test import Client
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chalicelib import predictive
+from chalicelib.config import default_config
+from chalicelib.metrics import CAPACITY_FACTORS, MetricNames, PoolMetrics
+from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
+from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn
+from sim.aws import Cloud
+from tests.conftest import AUTH, REGION, cw_event, post_json
+
+T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+STAMP = "2026-11-26T12:00:00Z"
+# Hit ratios at 1/8, 1/4, 1/2, 1, 2, 4, 8 times the capacity: a pool that misses 20 % today,
+# 9 % with twice the nodes and 4 % with four times.
+CURVE = (0.30, 0.50, 0.68, 0.80, 0.91, 0.96, 0.98)
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    return {
+        **default_config(),
+        "max_miss_rate_threshold": 0.10,
+        "min_miss_rate_threshold": 0.03,
+        "policy": "predictive",
+        **changes,
+    }
+
+
+def evidence(serving: int = 2, curve: tuple[float, ...] | None = CURVE, **changes: Any) -> Evidence:
+    return replace(Evidence(STAMP, serving, 10_000, curve, settled=True), **changes)
+
+
+# --- the curve ------------------------------------------------------------------------------
+
+
+def test_the_curve_is_read_at_the_published_factors() -> None:
+    for factor, hit_ratio in zip(predictive.FACTORS, CURVE, strict=True):
+        assert curve_miss_rate(CURVE, factor) == pytest.approx(1 - hit_ratio)
+
+
+def test_between_factors_the_curve_is_linear_in_log2_of_the_factor() -> None:
+    # 3 nodes where 2 serve: factor 1.5, log2 = 0.585 of the way from factor 1 to factor 2.
+    share = 0.5849625007211562
+    assert curve_miss_rate(CURVE, 1.5) == pytest.approx(1 - (0.80 * (1 - share) + 0.91 * share))
+
+
+def test_beyond_the_ends_the_nearest_end_stands_and_noise_never_makes_more_capacity_worse() -> None:
+    assert curve_miss_rate(CURVE, 16) == pytest.approx(0.02)
+    assert curve_miss_rate(CURVE, 1 / 16) == pytest.approx(0.70)
+    noisy = (0.30, 0.50, 0.68, 0.80, 0.79, 0.96, 0.98)  # a short window's noise at factor 2
+    assert curve_miss_rate(noisy, 2) == pytest.approx(0.20)
+
+
+@given(st.lists(st.floats(0, 1), min_size=7, max_size=7), st.floats(0.01, 100), st.floats(0.01, 100))
+def test_more_capacity_never_predicts_more_misses(curve: list[float], small: float, large: float) -> None:
+    small, large = min(small, large), max(small, large)
+    assert curve_miss_rate(curve, large) <= curve_miss_rate(curve, small) + 1e-12
+
+
+def test_the_need_is_the_smallest_size_whose_prediction_meets_the_goal() -> None:
+    # Goal 0.8 × 0.10 = 0.08. Serving 2: size 3 → factor 1.5 (0.145), 4 → 2 (0.09),
+    # 5 → 2.5 (0.09 − 0.05 × 0.322 = 0.0739): 5 is the first under 0.08.
+    assert predictive.need(config(), evidence(), 0.2) == 5
+    assert predictive.need(config(max_pool_size=4), evidence(), 0.2) == 4  # none meets it: the max
+    assert predictive.need(config(), evidence(serving=8), 0.2) == 8
+    assert predictive.need(config(), evidence(curve=(0.95,) * 7), 0.05) == 1
+
+
+# --- experience, without a curve ------------------------------------------------------------
+
+
+def test_experience_takes_the_lowest_miss_rate_seen_at_a_load_per_node_at_least_as_high() -> None:
+    seen = (Seen(1000, 0.02, STAMP), Seen(2000, 0.05, STAMP), Seen(4000, 0.12, STAMP))
+    # 10 000 GETs over 4 nodes is 2 500 a node: at most what 4 000 a node showed, 0.12.
+    assert experience_miss_rate(seen, 10_000, 4, 2, 0.3) == 0.12
+    assert experience_miss_rate(seen, 10_000, 5, 2, 0.3) == 0.05  # 2 000 a node
+    assert experience_miss_rate(seen, 10_000, 10, 2, 0.3) == 0.02
+    # Never this busy: today's miss rate scaled by capacity, 0.3 × 2 / 1.
+    assert experience_miss_rate(seen, 10_000, 1, 2, 0.3) == pytest.approx(0.6)
+    assert experience_miss_rate((), 10_000, 3, 2, 0.3) == pytest.approx(0.2)
+
+
+def test_learning_keeps_one_figure_per_band_and_drops_what_the_newest_contradicts() -> None:
+    later = "2026-11-26T13:00:00Z"
+    memory = Memory(seen=(Seen(1000, 0.02, STAMP), Seen(2000, 0.05, STAMP), Seen(4000, 0.12, STAMP)))
+    # 3 000 a node now misses 0.15: 4 000 a node at 0.12 claims better at a higher load: dropped.
+    assert learn(memory, 3000, 0.15, later) == (
+        Seen(1000, 0.02, STAMP),
+        Seen(2000, 0.05, STAMP),
+        Seen(3000, 0.15, later),
+    )
+    # The same band (within 10 %) is replaced by the newest.
+    assert learn(memory, 2010, 0.05, later)[1] == Seen(2010, 0.05, later)
+    # A day later the old figures are forgotten.
+    assert learn(memory, 500, 0.01, "2026-11-27T12:00:00Z") == (Seen(500, 0.01, "2026-11-27T12:00:00Z"),)
+
+
+# --- the rule -------------------------------------------------------------------------------
+
+
+def observed(size: int, rate: float | None, **changes: Any) -> Observation:
+    return replace(Observation(pool_size=size, miss_rate=rate), **changes)
+
+
+def test_grows_to_the_need_in_one_step_even_while_nodes_launch() -> None:
+    decision, memory = predictive.decide(config(), observed(2, 0.2), evidence())
+    assert (decision.action, decision.target_size) == (SCALE_OUT, 5)
+    assert "curve predicts" in decision.reason and memory.changed == STAMP
+    # Two of the five still launch: they count, so nothing more is asked.
+    decision, _ = predictive.decide(config(), observed(5, 0.2, launching=3), evidence())
+    assert decision.action == HOLD
+
+
+def test_shrinks_only_after_the_smaller_size_held_for_the_window() -> None:
+    cfg = config(scale_in_window_minutes=3)
+    low = evidence(serving=8)  # at 8 serving nodes the curve says 4 are enough (factor 0.5: 0.32)…
+    low = replace(low, curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))  # …here 2 are (0.07)
+    memory = Memory()
+    actions = []
+    for _ in range(3):
+        decision, memory = predictive.decide(cfg, observed(8, 0.03), replace(low, memory=memory))
+        actions.append((decision.action, decision.target_size))
+    assert actions == [(HOLD, 8), (HOLD, 8), (SCALE_IN, 2)]
+    assert memory.needs == (2, 2, 2)
+
+
+def test_a_tick_without_data_breaks_the_run_so_a_metrics_gap_never_shrinks() -> None:
+    cfg = config(scale_in_window_minutes=3)
+    low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))
+    memory = Memory()
+    actions = []
+    for rate in (0.03, 0.03, None, 0.03, 0.03, 0.03):
+        decision, memory = predictive.decide(cfg, observed(8, rate), replace(low, memory=memory))
+        actions.append(decision.action)
+    assert actions == [HOLD, HOLD, HOLD, HOLD, HOLD, SCALE_IN]
+
+
+def test_shrinks_to_the_largest_need_of_the_window() -> None:
+    cfg = config(scale_in_window_minutes=3)
+    memory = Memory(needs=(6, 3))
+    low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99), memory=memory)
+    decision, _ = predictive.decide(cfg, observed(8, 0.03), low)
+    assert (decision.action, decision.target_size) == (SCALE_IN, 6)
+
+
+@pytest.mark.parametrize(
+    ("changes", "settled", "why"),
+    [
+        ({"draining": 1}, True, "settled"),
+        ({"launching": 1}, True, "settled"),
+        ({}, False, "settled"),
+    ],
+)
+def test_no_shrink_unless_the_pool_is_settled(changes: dict[str, int], settled: bool, why: str) -> None:
+    cfg = config(scale_in_window_minutes=1)
+    low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99), settled=settled)
+    decision, _ = predictive.decide(cfg, observed(8, 0.03, **changes), low)
+    assert decision.action == HOLD and why in decision.reason
+
+
+def test_no_shrink_within_the_warm_up_after_its_own_resize() -> None:
+    cfg = config(scale_in_window_minutes=1)
+    low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))
+    just = replace(low, memory=Memory(changed="2026-11-26T11:57:00Z"))
+    assert predictive.decide(cfg, observed(8, 0.03), just)[0].action == HOLD
+    earlier = replace(low, memory=Memory(changed="2026-11-26T11:55:00Z"))
+    assert predictive.decide(cfg, observed(8, 0.03), earlier)[0].action == SCALE_IN
+
+
+def test_bounds_first_and_manual_mode_observes_only() -> None:
+    decision, _ = predictive.decide(config(min_pool_size=3), observed(2, None), evidence())
+    assert (decision.action, decision.target_size) == (REPAIR, 3)
+    decision, memory = predictive.decide(config(auto_mode=False), observed(2, 0.5), evidence())
+    assert decision.action == HOLD and memory.needs == (None,)
+
+
+def test_memory_survives_its_json_form() -> None:
+    memory = Memory(needs=(3, None, 2), seen=(Seen(1234.5, 0.0412, STAMP),), changed=STAMP)
+    assert Memory.from_data(memory.to_data()) == memory
+    assert Memory.from_data(None) == Memory()
+
+
+# --- the curve through CloudWatch -----------------------------------------------------------
+
+
+def test_the_curve_is_read_in_the_same_single_call(moto: None) -> None:
+    client = boto3.client("cloudwatch", region_name=REGION)
+    seen: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "before-parameter-build.cloudwatch.GetMetricData", lambda params, **_: seen.append(params)
+    )
+    with Stubber(client) as stub:
+        stub.add_response("get_metric_data", {"MetricDataResults": []})
+        PoolMetrics(MetricNames(), client=client).read([f"i-{n}" for n in range(8)], T, 60, 300, curve=True)
+    (params,) = seen
+    queries = params["MetricDataQueries"]
+    assert len(queries) == 8 * 9
+    curve = [
+        q["MetricStat"]["Metric"] for q in queries if q["MetricStat"]["Metric"]["MetricName"] == "HitsWithin"
+    ]
+    factors = sorted({d["Value"] for m in curve for d in m["Dimensions"] if d["Name"] == "CapacityFactor"})
+    assert len(curve) == 56 and factors == sorted(CAPACITY_FACTORS)
+
+
+def test_what_the_simulated_nodes_publish_is_what_the_scaler_reads(moto: None) -> None:
+    within = (30, 50, 68, 80, 91, 96, 98)
+    Cloud().publish({"i-a": (100, 80), "i-b": (50, 10)}, T, within={"i-a": within})
+    traffic = PoolMetrics(MetricNames()).read(["i-a", "i-b"], T, 60, 300, curve=True)
+    assert traffic.of("i-a").within == tuple(map(float, within))
+    assert traffic.of("i-b").within is None  # published no curve: the fallback's business
+    assert PoolMetrics(MetricNames()).read(["i-a"], T, 60, 300).of("i-a").within is None
+
+
+# --- end to end through the scheduled function ------------------------------------------------
+
+
+def _tick(client: Client, minute: int) -> dict[str, Any]:
+    moment = T + timedelta(minutes=minute)
+    return client.lambda_.invoke("scale", cw_event(moment.strftime("%Y-%m-%dT%H:%M:%SZ"))).payload
+
+
+def _serve(client: Client, minute: int, within: tuple[int, ...] | None, gets: int = 1000) -> None:
+    nodes = client.http.get("/api/scaler/cache_list", headers=AUTH).json_body["cache_pool_ids"]
+    hits = within[3] if within else 800
+    Cloud().publish(
+        {node: (gets, hits) for node in nodes},
+        T + timedelta(minutes=minute + 1),
+        within={node: within for node in nodes} if within else None,
+    )
+
+
+def test_the_tick_grows_to_the_curves_need_and_keeps_its_memory(client: Client, store: Any) -> None:
+    post_json(
+        client,
+        "/api/scaler/config",
+        {
+            "policy": "predictive",
+            "max_miss_rate_threshold": 0.1,
+            "min_miss_rate_threshold": 0.03,
+            "min_pool_size": 2,
+        },
+    )
+    assert _tick(client, 0)["action"] == REPAIR
+    _serve(client, 0, (300, 500, 680, 800, 910, 960, 980))
+    decision = _tick(client, 1)
+    # Both nodes just joined: no warm node, so their own curve is read: the need is 5.
+    assert (decision["action"], decision["target_size"], decision["policy"]) == (SCALE_OUT, 5, "predictive")
+    memory = store.load_pool().policy_memory
+    assert memory["needs"] == [5] and memory["changed"] == "2026-11-26T12:01:00Z"
+
+
+def test_without_a_curve_the_tick_falls_back_to_experience(client: Client) -> None:
+    post_json(
+        client,
+        "/api/scaler/config",
+        {
+            "policy": "predictive",
+            "max_miss_rate_threshold": 0.1,
+            "min_miss_rate_threshold": 0.03,
+            "min_pool_size": 2,
+        },
+    )
+    _tick(client, 0)
+    _serve(client, 0, None)  # 20 % misses, no curve: 0.2 × 2 / n ≤ 0.08 first at n = 5
+    decision = _tick(client, 1)
+    assert (decision["action"], decision["target_size"]) == (SCALE_OUT, 5)
+    assert "experience predicts" in decision["reason"]
+
+
+@pytest.mark.parametrize(("policy", "queries"), [("ratio", 2 * 2), ("predictive", 2 * 9)])
+def test_only_the_predictive_policy_asks_for_the_curve(client: Client, policy: str, queries: int) -> None:
+    from chalicelib import aws
+
+    post_json(client, "/api/scaler/config", {"policy": policy, "min_pool_size": 2})
+    _tick(client, 0)
+    seen: list[int] = []
+    aws.client("cloudwatch").meta.events.register(
+        "before-parameter-build.cloudwatch.GetMetricData",
+        lambda params, **_: seen.append(len(params["MetricDataQueries"])),
+    )
+    _serve(client, 0, None)
+    _tick(client, 1)
+    assert seen == [queries]
