@@ -52,6 +52,7 @@ def test_defaults_are_specs() -> None:
         ({"scale_in_window_minutes": 60}, False, {"scale_in_window_minutes": 60}),
         ({"min_get_requests": 0}, False, {"min_get_requests": 0}),
         ({"policy": "ratio"}, False, {"policy": "ratio"}),
+        ({"policy": "predictive"}, False, {"policy": "predictive"}),
         ({"expand_ratio": "1e1"}, True, {"expand_ratio": 10.0}),
     ],
 )
@@ -75,7 +76,7 @@ REFUSED = [
     ({"scale_in_window_minutes": 0}, False, "scale_in_window_minutes: must be 1..60"),
     ({"scale_in_window_minutes": 61}, False, "scale_in_window_minutes: must be 1..60"),
     ({"min_get_requests": -1}, False, "min_get_requests: must be ≥ 0"),
-    ({"policy": "predictive-ish"}, False, "policy: must be 'ratio'"),
+    ({"policy": "predictive-ish"}, False, "policy: must be 'ratio' or 'predictive'"),
     # wrong types
     ({"max_miss_rate_threshold": "0.5"}, False, "max_miss_rate_threshold: must be a number"),
     ({"max_miss_rate_threshold": True}, False, "max_miss_rate_threshold: must be a number"),
@@ -86,7 +87,7 @@ REFUSED = [
     ({"min_pool_size": "two"}, True, "min_pool_size: must be an integer"),
     ({"auto_mode": 1}, False, "auto_mode: must be a boolean"),
     ({"auto_mode": "yes"}, True, "auto_mode: must be a boolean"),
-    ({"policy": 3}, False, "policy: must be 'ratio'"),
+    ({"policy": 3}, False, "policy: must be 'ratio' or 'predictive'"),
     ({"expand_ratio": [2]}, False, "expand_ratio: must be a number"),
     # non-finite numbers
     ({"expand_ratio": float("inf")}, False, "expand_ratio: must be a finite number"),
