@@ -1,9 +1,24 @@
-"""One cache node: an LRU of a fixed number of items (values are not modelled, only keys)."""
+"""One cache node: an LRU of a fixed number of items (values are not modelled, only keys).
+
+``LruNode`` answers hit or miss. ``CurveNode`` answers, for every GET, the smallest of
+``FACTORS`` × its capacity at which the GET would have hit: LRU has the inclusion property (a
+bigger LRU holds everything a smaller one does), so one pass over the traffic gives the hit
+count of every size at once, which is what a benchmark needs to say what a bigger or smaller
+node would have done without replaying the day once per size.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+# What a node caches: a key's name (the local stack's workload) or id (the benchmark's).
+Key = str | int
+
+# Capacity factors a CurveNode measures, as text so they print and key results exactly.
+FACTORS: tuple[str, ...] = ("0.125", "0.25", "0.5", "1", "2", "4", "8")
+HIT_INDEX = FACTORS.index("1")  # access() <= HIT_INDEX: a hit at the node's real capacity
+NEW_INDEX = len(FACTORS)  # access() for a key beyond every factor (never seen, or long evicted)
 
 
 class LruNode:
@@ -13,27 +28,45 @@ class LruNode:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        self._items: OrderedDict[str, None] = OrderedDict()
+        self._items: OrderedDict[Key, None] = OrderedDict()
 
-    def get(self, key: str) -> bool:
+    def get(self, key: Key) -> bool:
         """True on a hit; a hit makes ``key`` the most recently used."""
         if key in self._items:
             self._items.move_to_end(key)
             return True
         return False
 
-    def set(self, key: str) -> None:
+    def set(self, key: Key) -> None:
         self._items[key] = None
         self._items.move_to_end(key)
         if len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
-    def access(self, key: str) -> bool:
+    def access(self, key: Key) -> bool:
         """A cache-aside GET: a miss is followed by a set (the client fetched the value)."""
         if self.get(key):
             return True
         self.set(key)
         return False
+
+    def hits_of(self, keys: Iterable[Key]) -> int:
+        """``access`` each key in turn; the number of hits.
+
+        The same as ``sum(map(self.access, keys))``, inlined because a simulated day makes
+        millions of accesses and the two method calls per key were most of their cost.
+        """
+        items, capacity, hits = self._items, self.capacity, 0
+        move_to_end, popitem = items.move_to_end, items.popitem
+        for key in keys:
+            if key in items:
+                move_to_end(key)
+                hits += 1
+            else:
+                items[key] = None
+                if len(items) > capacity:
+                    popitem(False)
+        return hits
 
     def __len__(self) -> int:
         return len(self._items)
@@ -42,6 +75,114 @@ class LruNode:
         # A peek: unlike get() it does not touch recency, so tests can look without disturbing.
         return key in self._items
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Key]:
         """Keys from the least to the most recently used (the eviction order)."""
         return iter(self._items)
+
+
+def factor_capacities(capacity: int) -> tuple[int, ...]:
+    """The capacity at each of ``FACTORS``: ``round(capacity * factor)`` (0 for a tiny node's 1/8)."""
+    return tuple(round(capacity * float(factor)) for factor in FACTORS)
+
+
+class CurveNode:
+    """An LRU node of ``capacity`` keys that also knows how every GET would have fared at each factor.
+
+    The LRU stack (most recent first) is kept as one OrderedDict per segment, segment ``i``
+    holding the stack positions ``[bound[i-1], bound[i])`` with ``bound = factor_capacities``.
+    Segments past ``capacity`` are a ghost list: keys an LRU of ``capacity`` has evicted but one
+    of up to 8× would still hold. A key's segment is the smallest factor at which it is cached,
+    read from one dict; moving it to the top overfills the segments above its old one by one key
+    each, so each passes its least recent key down: O(number of segments) per access.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        bounds = factor_capacities(capacity)
+        self._limits = tuple(high - low for low, high in zip((0, *bounds), bounds, strict=False))
+        # Most recent last in every segment, as in LruNode, so popitem(last=False) takes the oldest.
+        self._segments: tuple[OrderedDict[Key, None], ...] = tuple(OrderedDict() for _ in FACTORS)
+        self._where: dict[Key, int] = {}
+
+    def access(self, key: Key) -> int:
+        """A cache-aside GET of ``key``; the index of the smallest factor at which it would have hit.
+
+        ``NEW_INDEX`` (7) when no factor's capacity holds it; a hit at the real capacity iff the
+        answer is <= ``HIT_INDEX`` (3). Either way ``key`` becomes the most recently used.
+        """
+        found = self._where.get(key, NEW_INDEX)
+        if found == 0:
+            self._segments[0].move_to_end(key)
+            return 0
+        if found < NEW_INDEX:
+            del self._segments[found][key]
+        self._segments[0][key] = None
+        self._where[key] = 0
+        self._cascade(found)
+        return found
+
+    def _cascade(self, stop: int) -> None:
+        """Pass each overfull segment's oldest key down, through segment ``stop`` - 1.
+
+        Segment ``stop`` lost the accessed key, so it has room for the one it receives; from the
+        last segment the oldest key falls off the stack altogether.
+        """
+        segments, where, limits, last = self._segments, self._where, self._limits, NEW_INDEX - 1
+        for index in range(min(stop, NEW_INDEX)):
+            segment = segments[index]
+            if len(segment) <= limits[index]:
+                return
+            oldest, _ = segment.popitem(last=False)
+            if index == last:
+                del where[oldest]
+            else:
+                segments[index + 1][oldest] = None
+                where[oldest] = index + 1
+
+    def tally(self, keys: Iterable[Key]) -> list[int]:
+        """``access`` each key in turn; ``counts[i]``: how many answers were index ``i`` (0..7).
+
+        ``access`` and ``_cascade`` inlined, because a simulated day makes millions of accesses
+        and the method calls were a third of their cost; tests hold it equal to ``access``.
+        """
+        counts = [0] * (NEW_INDEX + 1)
+        segments, where, limits = self._segments, self._where, self._limits
+        top, lookup = segments[0], where.get
+        move_to_top = top.move_to_end
+        # (segment, its size limit, the next segment, the next one's index) down the stack.
+        steps = [(segments[i], limits[i], segments[i + 1], i + 1) for i in range(NEW_INDEX - 1)]
+        last, last_limit = segments[-1], limits[-1]
+        for key in keys:
+            found = lookup(key, NEW_INDEX)
+            counts[found] += 1
+            if found == 0:
+                move_to_top(key)
+                continue
+            if found < NEW_INDEX:
+                del segments[found][key]
+            top[key] = None
+            where[key] = 0
+            for segment, limit, below, index in steps[:found]:
+                if len(segment) <= limit:
+                    break
+                oldest = segment.popitem(False)[0]
+                below[oldest] = None
+                where[oldest] = index
+            else:
+                if found == NEW_INDEX and len(last) > last_limit:
+                    del where[last.popitem(False)[0]]
+        return counts
+
+    def __len__(self) -> int:
+        """The keys really cached (the ghosts past ``capacity`` are not)."""
+        return sum(map(len, self._segments[: HIT_INDEX + 1]))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str | int) and self._where.get(key, NEW_INDEX) <= HIT_INDEX
+
+    def __iter__(self) -> Iterator[Key]:
+        """The cached keys from the least to the most recently used, as ``LruNode`` iterates."""
+        for segment in reversed(self._segments[: HIT_INDEX + 1]):
+            yield from segment

@@ -1,0 +1,290 @@
+"""The decision-quality benchmark: a replayed day per seed and Zipf α, every policy, one table.
+
+    .venv/bin/python -m bench.decisions                      # 5 seeds × α 0.9 and 1.2, 2 processes
+    .venv/bin/python -m bench.decisions --seeds 0 --alphas 0.9 --png artifacts/bench-day.png
+
+Per (seed, α): the fixed warm pools 1..8 (the oracle's input, and the static baseline), then
+each policy's replay through the real scheduled function under moto. Prints a table per day,
+the mean table over all days, the checks of the benchmark's targets, the median tick time, and
+last the line ``bench: cost_ratio=… avoidable_violation_min=… actions=… reversals=…`` for the
+predictive policy with the curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, report
+from bench.fixed_pools import replay_fixed
+from bench.replay import BOOT_MINUTES, CAPACITY, MAX_MISS_RATE, Replay, Setup, replay
+from bench.score import (
+    MeanScore,
+    Oracle,
+    Run,
+    Score,
+    best_static,
+    mean_scores,
+    oracle,
+    scale_ins_during,
+    score,
+)
+from bench.workload import WARMUP_MINUTES
+
+PREDICTIVE = "predictive (curve)"
+PREDICTIVE_BLIND = "predictive (no curve)"
+RATIO = "ratio"
+SEED = "seed rule"
+HPA = "hpa-style"
+TARGET = "target tracking"
+STATIC = "best static"
+# (name, the config's policy, a baseline rule's name, whether nodes publish the curve)
+POLICY_RUNS: tuple[tuple[str, str, str | None, bool], ...] = (
+    (PREDICTIVE, "predictive", None, True),
+    (PREDICTIVE_BLIND, "predictive", None, False),
+    (RATIO, "ratio", None, False),
+    (SEED, "ratio", SEED, False),
+    (HPA, "ratio", HPA, False),
+    (TARGET, "ratio", TARGET, False),
+)
+ORDER = (PREDICTIVE, PREDICTIVE_BLIND, RATIO, SEED, HPA, TARGET, STATIC)
+
+
+@dataclass(frozen=True)
+class Task:
+    seed: int
+    alpha: float
+    name: str  # a POLICY_RUNS name, or "fixed" for the fixed pools
+    hashing: str = "consistent"
+    gap: bool = True
+    mean_gets: int | None = None
+    minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class Day:
+    """One (seed, α): the oracle, the fixed pools and each policy's run."""
+
+    seed: int
+    alpha: float
+    oracle: Oracle
+    fixed: Mapping[int, Sequence[tuple[int, int]]]
+    runs: Mapping[str, Run]
+    tick_ms: Mapping[str, float]
+    gap_minutes: tuple[int, ...]
+
+    def scores(self) -> list[Score]:
+        runs = {**self.runs, STATIC: best_static(self.fixed, self.oracle, MAX_MISS_RATE)}
+        return [
+            score(_renamed(runs[name], name), self.oracle, MAX_MISS_RATE) for name in ORDER if name in runs
+        ]
+
+
+def _renamed(run: Run, name: str) -> Run:
+    if run.name == name:
+        return run
+    return Run(name, run.sizes, run.gets, run.misses, run.actions, {**run.extra, "size": run.name})
+
+
+def _setup(task: Task, curve: bool) -> Setup:
+    kwargs: dict[str, Any] = {}
+    if task.minutes is not None:
+        kwargs["minutes"] = task.minutes
+    return Setup(task.seed, task.alpha, curve, task.hashing, task.gap, task.mean_gets, **kwargs)
+
+
+def run_task(task: Task) -> tuple[Task, Any, float]:
+    """One unit of work for a worker process: a policy's replay, or the fixed pools."""
+    began = time.perf_counter()
+    if task.name == "fixed":
+        workload = _setup(task, curve=False).workload()
+        minutes = range(task.minutes) if task.minutes is not None else None
+        fixed = replay_fixed(workload, range(1, 9), capacity=CAPACITY, hashing=task.hashing, minutes=minutes)
+        scored = {size: list(per_minute[WARMUP_MINUTES:]) for size, per_minute in fixed.items()}
+        return task, scored, time.perf_counter() - began
+    _, policy, rule, curve = next(entry for entry in POLICY_RUNS if entry[0] == task.name)
+    rules = {SEED: baselines.seed_rule, HPA: baselines.hpa_rule, TARGET: baselines.target_tracking_rule}
+    outcome: Replay = replay(
+        _setup(task, curve), task.name, policy=policy, baseline=rules[rule] if rule else None
+    )
+    return task, (outcome.run, outcome.median_tick_ms), time.perf_counter() - began
+
+
+def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Day]:
+    """Run every task (in ``jobs`` processes) and gather them into days."""
+    results: dict[Task, Any] = {}
+    if jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for task, result, seconds in pool.imap_unordered(run_task, tasks):
+                results[task] = result
+                print(
+                    f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s",
+                    file=log,
+                    flush=True,
+                )
+    else:
+        for task in tasks:
+            _, result, seconds = run_task(task)
+            results[task] = result
+            print(f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s", file=log, flush=True)
+    days = []
+    for seed, alpha in dict.fromkeys((task.seed, task.alpha) for task in tasks):
+        mine = {
+            task.name: result for task, result in results.items() if (task.seed, task.alpha) == (seed, alpha)
+        }
+        fixed = mine.pop("fixed")
+        gap = Setup(seed, alpha).workload().gap_minutes
+        days.append(
+            Day(
+                seed,
+                alpha,
+                oracle(fixed, MAX_MISS_RATE, BOOT_MINUTES),
+                fixed,
+                {name: run for name, (run, _) in mine.items()},
+                {name: ms for name, (_, ms) in mine.items()},
+                tuple(minute - WARMUP_MINUTES for minute in gap),
+            )
+        )
+    return days
+
+
+def checks(days: Sequence[Day]) -> list[tuple[bool, str]]:
+    """The benchmark's targets, each with whether this run met it."""
+    all_scores = [day.scores() for day in days]
+    mean = {
+        name: mean_scores([s for scores in all_scores for s in scores if s.name == name], name)
+        for name in ORDER
+    }
+    scored_minutes = statistics.mean(len(day.oracle.sizes) for day in days)
+    churn = statistics.mean(day.oracle.churn_changes for day in days)
+    best = mean[PREDICTIVE]
+    gap_ins = sum(
+        scale_ins_during(day.runs[PREDICTIVE], day.gap_minutes) for day in days if PREDICTIVE in day.runs
+    )
+    out = [
+        (best.cost_ratio <= 1.10, f"predictive (curve): cost ÷ lower bound {best.cost_ratio:.2f} ≤ 1.10"),
+        (
+            best.avoidable_violation_min <= 0.02 * scored_minutes,
+            f"predictive (curve): avoidable violations {best.avoidable_violation_min:.1f} min ≤ 2 % of "
+            f"{scored_minutes:.0f} = {0.02 * scored_minutes:.1f}",
+        ),
+        (
+            best.changes <= 1.5 * churn,
+            f"predictive (curve): changes {best.changes:.1f} ≤ 1.5 × churn-aware {churn:.1f}",
+        ),
+        (best.reversals == 0, f"predictive (curve): reversals {best.reversals:.1f} = 0"),
+        (gap_ins == 0, f"predictive (curve): scale-ins during the metrics gap {gap_ins} = 0"),
+    ]
+    blind = mean[PREDICTIVE_BLIND]
+    for name in (RATIO, SEED, HPA, TARGET, STATIC):
+        other = mean[name]
+        both = (
+            blind.cost_ratio < other.cost_ratio
+            and blind.avoidable_violation_min < other.avoidable_violation_min
+        )
+        out.append(
+            (
+                both,
+                f"predictive (no curve) beats {name} on cost "
+                f"({blind.cost_ratio:.2f} < {other.cost_ratio:.2f}) "
+                f"and violations ({blind.avoidable_violation_min:.1f} < {other.avoidable_violation_min:.1f})",
+            )
+        )
+    ratio, seed = mean[RATIO], mean[SEED]
+    out.append(
+        (
+            ratio.avoidable_violation_min < seed.avoidable_violation_min and ratio.changes < seed.changes,
+            f"ratio beats the seed rule on violations ({ratio.avoidable_violation_min:.1f} < "
+            f"{seed.avoidable_violation_min:.1f}) and changes ({ratio.changes:.1f} < {seed.changes:.1f})",
+        )
+    )
+    return out
+
+
+def _mean_oracle(days: Sequence[Day]) -> Oracle:
+    """An oracle row for the mean table: mean lower bound and churn-aware figures."""
+    first = days[0].oracle
+    return Oracle(
+        sizes=first.sizes,
+        lower_bound=round(statistics.mean(day.oracle.lower_bound for day in days)),
+        churn_sizes=first.churn_sizes,
+        churn_changes=round(statistics.mean(day.oracle.churn_changes for day in days)),
+        churn_cost=round(statistics.mean(day.oracle.churn_cost for day in days)),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.decisions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.9, 1.2])
+    parser.add_argument("--policies", nargs="+", default=[entry[0] for entry in POLICY_RUNS])
+    parser.add_argument("--hashing", choices=("consistent", "modulo"), default="consistent")
+    parser.add_argument("--no-gap", action="store_true", help="publish metrics through 20:00-20:10 too")
+    parser.add_argument("--mean-gets", type=int, help="GETs a minute at the mean (default: the workload's)")
+    parser.add_argument("--minutes", type=int, help="replay only the first N minutes (warm-up included)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--png", type=Path, default=Path("artifacts/bench-day.png"))
+    args = parser.parse_args(argv)
+    common = {
+        "hashing": args.hashing,
+        "gap": not args.no_gap,
+        "mean_gets": args.mean_gets,
+        "minutes": args.minutes,
+    }
+    tasks = [
+        Task(seed, alpha, name, **common)
+        for seed in args.seeds
+        for alpha in args.alphas
+        for name in ("fixed", *args.policies)
+    ]
+    began = time.perf_counter()
+    days = evaluate(tasks, args.jobs)
+    for day in days:
+        print(f"\n### seed {day.seed}, α {day.alpha} ({args.hashing} hashing)\n")
+        print(report.table(day.scores(), oracle=day.oracle))
+    everything = [score for day in days for score in day.scores()]
+    means = [
+        mean_scores([s for s in everything if s.name == name], name)
+        for name in ORDER
+        if any(s.name == name for s in everything)
+    ]
+    print(f"\n### mean over {len(days)} days (seeds {args.seeds}, α {args.alphas})\n")
+    print(report.table(means, oracle=_mean_oracle(days)))
+    if len(args.policies) == len(POLICY_RUNS):
+        print()
+        for met, text in checks(days):
+            print(f"{'PASS' if met else 'FAIL'}  {text}")
+    ticks = [ms for day in days for ms in day.tick_ms.values()]
+    print(f"\nmedian tick under moto: {statistics.median(ticks):.1f} ms (median of the runs' medians)")
+    print(f"wall time: {time.perf_counter() - began:.0f} s with {args.jobs} processes")
+    if args.png and days:
+        day = days[0]
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        shown = {name: day.runs[name] for name in (PREDICTIVE, RATIO, SEED) if name in day.runs}
+        report.figure(
+            args.png,
+            shown,
+            day.oracle,
+            fixed=day.fixed,
+            max_miss_rate=MAX_MISS_RATE,
+            title=f"seed {day.seed}, α {day.alpha}: pool size and miss rate over the day",
+            gap_minutes=day.gap_minutes,
+        )
+        print(f"figure: {args.png}")
+    headline: Score | MeanScore | None = next(
+        (s for s in means if s.name == PREDICTIVE), means[0] if means else None
+    )
+    if headline is not None:
+        print(report.last_line(headline))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""One day of cache traffic replayed minute by minute against the real scaler, under moto.
+
+Each simulated minute m, at T = start + m min:
+
+1. the tier follows EC2: running pool instances are nodes (cold, booting ``BOOT_MINUTES``),
+   terminated ones are gone with their data;
+2. the front-end reads the pool through the API (``GET /api/scaler/cache_list``) and spreads
+   the minute's GETs over the nodes the scaler lists as ``in_service``, in list order;
+3. the nodes that have booted publish the minute per SPEC (``GetRequests``, ``Hits`` and, when
+   the curve is on, ``HitsWithin`` by ``CapacityFactor``), stamped inside [T, T + 60 s) — except
+   during the metrics gap;
+4. the scheduled function runs at T + 60 s: for the project's policies it is the deployed
+   ``scale`` function invoked through Chalice's test client, with the config's ``policy``; a
+   baseline rule is run through the same tick (``run_tick``) with the rule as its decision step.
+
+What a minute costs is the instances EC2 runs during it (booting ones included); what the users
+saw is every GET of the minute, those a node answered and those it did not.
+
+moto keeps every datapoint forever and scans them all in each GetMetricData; the replay drops
+datapoints older than ``KEEP_DATAPOINTS`` from moto's store now and then, which no tick reads
+(they look back ``NODE_SILENT_SECONDS`` = 5 minutes at most).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.score import Run
+from bench.workload import TOTAL_MINUTES, WARMUP_MINUTES, DayWorkload
+from chalicelib import aws
+from chalicelib.settings import Settings
+from chalicelib.tick import Policy, TickDeps, run_tick
+from local_stack.scheduler import scheduled_event
+from sim.aws import Cloud
+from sim.tier import CacheTier
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEV_ENV = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["dev"][
+    "environment_variables"
+]
+# The scored day is 2026-11-26; the warm-up hour is the hour before it.
+DAY_START = datetime(2026, 11, 26, tzinfo=UTC)
+START = DAY_START - timedelta(minutes=WARMUP_MINUTES)
+TOKEN = "bench-token"
+NODE_AMI = "ami-12c6146b"  # an image moto knows
+POOL = "default"
+CAPACITY = 1_250
+BOOT_MINUTES = 3
+MAX_MISS_RATE = 0.10
+MIN_MISS_RATE = 0.03
+KEEP_DATAPOINTS = timedelta(minutes=6)
+TRIM_EVERY = 5  # minutes
+
+ENVIRONMENT = {
+    **DEV_ENV,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "SCALER_API_TOKEN": TOKEN,
+    "NODE_AMI_ID": NODE_AMI,
+    "POOL_NAME": POOL,
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_DEV": "false",
+    # A node silent for 2 minutes is replaced (default 5): nodes here publish every minute, and
+    # the shorter look-back makes moto's GetMetricData, which scans it all, 2.5 times cheaper.
+    "NODE_SILENT_SECONDS": "120",
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One replay's world: the traffic, the tier, and what the nodes publish."""
+
+    seed: int = 0
+    alpha: float = 0.9
+    curve: bool = True
+    hashing: str = "consistent"
+    gap: bool = True
+    mean_gets: int | None = None  # None: the workload's default
+    minutes: int = TOTAL_MINUTES
+
+    def workload(self) -> DayWorkload:
+        if self.mean_gets is None:
+            return DayWorkload(self.seed, self.alpha)
+        return DayWorkload(self.seed, self.alpha, mean_gets_per_minute=self.mean_gets)
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}, α {self.alpha}, {self.hashing}, curve {'on' if self.curve else 'off'}"
+
+
+@dataclass
+class Replay:
+    """A replay's outcome: the scored run, and what the ticks cost."""
+
+    run: Run
+    tick_seconds: list[float] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def median_tick_ms(self) -> float:
+        return 1000 * statistics.median(self.tick_seconds) if self.tick_seconds else 0.0
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in (*values, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _trim_datapoints(before: datetime) -> None:
+    """Drop moto's datapoints older than ``before`` (moto scans them all at every read)."""
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    backend = cloudwatch_backends[DEFAULT_ACCOUNT_ID][ENVIRONMENT["AWS_DEFAULT_REGION"]]
+    naive = before.astimezone(UTC).replace(tzinfo=None)  # moto keeps naive UTC times
+    backend.metric_data = [
+        datum
+        for datum in backend.metric_data
+        if (datum.timestamp.replace(tzinfo=None) if datum.timestamp.tzinfo else datum.timestamp) >= naive
+    ]
+
+
+def policy_config(policy: str) -> dict[str, Any]:
+    """The config every replay sets through the API: SPEC's defaults but the thresholds."""
+    return {
+        "max_miss_rate_threshold": MAX_MISS_RATE,
+        "min_miss_rate_threshold": MIN_MISS_RATE,
+        "min_pool_size": 1,
+        "max_pool_size": 8,
+        "auto_mode": True,
+        "policy": policy,
+    }
+
+
+def replay(
+    setup: Setup,
+    name: str,
+    *,
+    policy: str = "ratio",
+    baseline: Policy | None = None,
+    progress: Callable[[int, dict[str, Any]], None] | None = None,
+) -> Replay:
+    """Replay ``setup``'s day against the scaler with ``policy`` (or ``baseline`` as its rule)."""
+    from chalice.test import Client
+    from moto import mock_aws
+
+    workload = setup.workload()
+    tier = CacheTier(CAPACITY, BOOT_MINUTES, curve=setup.curve, hashing=setup.hashing)
+    sizes: list[int] = []
+    gets: list[int] = []
+    misses: list[int] = []
+    actions: list[tuple[int, str, int, int]] = []
+    outcome = Replay(Run(name, (), (), (), ()))
+    with _environment(ENVIRONMENT), mock_aws():
+        aws.reset_clients()
+        from app import app
+        from chalicelib.observability import logger
+
+        logger.setLevel("WARNING")  # a line per request and per tick, 3,000 a day, says nothing here
+        settings = Settings.from_env()
+        deps = TickDeps.from_settings(settings)
+        deps.store.create_table()
+        client = Client(app, stage_name="dev", project_dir=str(PROJECT_DIR))
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        answer = client.http.post(
+            "/api/scaler/config", headers=headers, body=json.dumps(policy_config(policy))
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"config refused: {answer.status_code} {answer.body!r}")
+        cloud = Cloud(os.environ)
+        if baseline is not None:
+            deps = replace(deps, policy=baseline)
+        gap = set(workload.gap_minutes) if setup.gap else set()
+        names: dict[str, str] = {}
+        for minute in range(setup.minutes):
+            moment = START + timedelta(minutes=minute)
+            listed = json.loads(client.http.get("/api/scaler/cache_list", headers=headers).body)
+            # Every live node the scaler lists runs (moto starts instances at once, and with no
+            # front-end to tell, a scale-in terminates at once): the tier is those instances.
+            # moto draws instance ids at random and keys are hashed onto node names, so the tier
+            # names nodes in the order they first appear: the same day, the same ring.
+            for node in listed["nodes"]:
+                names.setdefault(node["id"], f"node-{len(names)}")
+            ids = {name: node_id for node_id, name in names.items()}
+            running = [names[node["id"]] for node in listed["nodes"]]
+            tier.sync(running, minute)
+            routing = [names[node["id"]] for node in listed["nodes"] if node["state"] == "in_service"]
+            keys = workload.requests(minute)
+            served = tier.serve_minute(keys, routing)
+            if minute not in gap:
+                cloud.publish(
+                    {ids[node]: (counts.gets, counts.hits) for node, counts in served.items()},
+                    moment + timedelta(minutes=1),
+                    within={ids[node]: counts.within for node, counts in served.items() if counts.within},
+                )
+            hits = sum(counts.hits for counts in served.values())
+            tick_at = moment + timedelta(minutes=1)
+            began = time.perf_counter()
+            if baseline is None:
+                decision = client.lambda_.invoke("scale", scheduled_event(tick_at)).payload
+            else:
+                decision = run_tick(deps, tick_at)
+            outcome.tick_seconds.append(time.perf_counter() - began)
+            if minute >= WARMUP_MINUTES:
+                sizes.append(len(running))
+                gets.append(len(keys))
+                misses.append(len(keys) - hits)
+            action = decision.get("action")
+            if action in ("scale_out", "scale_in") and decision["target_size"] != decision["previous_size"]:
+                actions.append(
+                    (minute - WARMUP_MINUTES, action, decision["previous_size"], decision["target_size"])
+                )
+            outcome.decisions.append(decision)
+            if progress is not None:
+                progress(minute, decision)
+            if minute % TRIM_EVERY == 0:
+                _trim_datapoints(tick_at - KEEP_DATAPOINTS)
+        aws.reset_clients()
+    scored = [action for action in actions if action[0] >= 0]
+    outcome.run = Run(name, tuple(sizes), tuple(gets), tuple(misses), tuple(scored))
+    return outcome

@@ -1,0 +1,111 @@
+"""The benchmark's replay through the real scheduled function, and its baseline rules."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from bench import baselines
+from bench.replay import Setup, replay
+from bench.workload import WARMUP_MINUTES
+from chalicelib.config import default_config
+from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
+from chalicelib.predictive import Evidence
+
+# A short, light day: the warm-up hour and 20 scored minutes at 2,000 GETs a minute.
+SHORT = Setup(seed=3, alpha=0.9, curve=True, mean_gets=2_000, minutes=WARMUP_MINUTES + 20)
+
+
+@pytest.fixture(scope="module")
+def predictive_day() -> Any:
+    return replay(SHORT, "predictive", policy="predictive")
+
+
+def test_the_same_seed_gives_the_same_figures(predictive_day: Any) -> None:
+    again = replay(SHORT, "predictive", policy="predictive")
+    assert again.run == predictive_day.run
+    assert [d["reason"] for d in again.decisions] == [d["reason"] for d in predictive_day.decisions]
+
+
+def test_another_seed_gives_other_figures(predictive_day: Any) -> None:
+    other = replay(replace(SHORT, seed=4), "predictive", policy="predictive")
+    assert other.run.misses != predictive_day.run.misses
+
+
+def test_the_replay_runs_the_deployed_function_with_the_configs_policy(predictive_day: Any) -> None:
+    run, decisions = predictive_day.run, predictive_day.decisions
+    assert len(decisions) == SHORT.minutes and len(run.sizes) == SHORT.minutes - WARMUP_MINUTES
+    assert {d["policy"] for d in decisions} == {"predictive"}
+    assert decisions[0]["action"] == REPAIR  # the empty pool's first tick: up to min_pool_size
+    # The pool grew from one cold node, reading the curve the simulated nodes publish.
+    assert any(d["action"] == SCALE_OUT and "curve predicts" in d["reason"] for d in decisions)
+    assert max(run.sizes) > 1 and all(1 <= size <= 8 for size in run.sizes)
+    assert all(0 <= misses <= gets for gets, misses in zip(run.gets, run.misses, strict=True))
+
+
+def test_a_baseline_runs_through_the_same_tick_as_its_decision_step() -> None:
+    day = replay(
+        replace(SHORT, curve=False, minutes=WARMUP_MINUTES), "seed rule", baseline=baselines.seed_rule
+    )
+    reasons = [d["reason"] for d in day.decisions if d["action"] in (SCALE_OUT, SCALE_IN)]
+    assert reasons and all(reason.startswith("seed rule") for reason in reasons)
+
+
+# --- the baseline rules ---------------------------------------------------------------------
+
+
+def _config(**changes: Any) -> dict[str, Any]:
+    return {**default_config(), "max_miss_rate_threshold": 0.10, "min_miss_rate_threshold": 0.03, **changes}
+
+
+EVIDENCE = Evidence("2026-11-26T12:00:00Z", 4, 1000)
+
+
+@pytest.mark.parametrize(
+    ("size", "rate", "target"),
+    [
+        (3, 0.01, 2),  # 3 × 0.5 = 1.5 rounds half to even: 2
+        (5, 0.01, 2),  # 2.5 → 2
+        (1, 0.01, 1),  # 0.5 → 0, held at min_pool_size
+        (3, None, 2),  # no data read as 0: the seed shrank on missing metrics
+        (3, 0.5, 6),
+        (5, 0.5, 8),  # 10, held at max_pool_size
+        (4, 0.05, 4),
+    ],
+)
+def test_the_seed_rule(size: int, rate: float | None, target: int) -> None:
+    decision, _ = baselines.seed_rule(_config(), Observation(size, rate, launching=2), EVIDENCE, None)
+    assert decision.target_size == target  # launching nodes change nothing: no safety rules
+
+
+def test_hpa_tolerance_and_scale_down_stabilisation() -> None:
+    observed = Observation(4, 0.085)  # target 0.08: ratio 1.06, within the 10 % tolerance
+    assert baselines.hpa_rule(_config(), observed, EVIDENCE, None)[0].action == HOLD
+    grow, memory = baselines.hpa_rule(_config(), Observation(4, 0.12), EVIDENCE, None)
+    assert (grow.action, grow.target_size) == (SCALE_OUT, 6)  # ⌈4 × 1.5⌉
+    actions = []
+    for _ in range(6):
+        decision, memory = baselines.hpa_rule(_config(), Observation(6, 0.02), EVIDENCE, memory)
+        actions.append(decision.target_size)
+    # The recommendation of 6 (from the growth) holds the pool for the 5-minute window.
+    assert actions[:4] == [6, 6, 6, 6] and actions[-1] == 2
+
+
+def test_target_tracking_needs_3_minutes_above_and_15_below() -> None:
+    memory = None
+    actions = []
+    for _ in range(3):
+        decision, memory = baselines.target_tracking_rule(_config(), Observation(4, 0.16), EVIDENCE, memory)
+        actions.append(decision.target_size)
+    assert actions == [4, 4, 8]
+    memory, actions = None, []
+    for _ in range(15):
+        decision, memory = baselines.target_tracking_rule(_config(), Observation(4, 0.01), EVIDENCE, memory)
+        actions.append(decision.target_size)
+    assert actions == [4] * 14 + [3]
+    decision, _ = baselines.target_tracking_rule(
+        _config(), Observation(4, None), EVIDENCE, {"above": 2, "below": 14}
+    )
+    assert decision.action == HOLD
