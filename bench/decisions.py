@@ -13,6 +13,7 @@ predictive policy with the curve.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import statistics
 import sys
@@ -220,6 +221,53 @@ def _mean_oracle(days: Sequence[Day]) -> Oracle:
     )
 
 
+def save(days: Sequence[Day], path: Path) -> None:
+    """Every day's fixed pools and runs, so that the tables can be printed again without replaying."""
+    data = [
+        {
+            "seed": day.seed,
+            "alpha": day.alpha,
+            "fixed": {str(size): list(map(list, rows)) for size, rows in day.fixed.items()},
+            "runs": {
+                name: {
+                    "sizes": list(run.sizes),
+                    "gets": list(run.gets),
+                    "misses": list(run.misses),
+                    "actions": list(map(list, run.actions)),
+                }
+                for name, run in day.runs.items()
+            },
+            "tick_ms": dict(day.tick_ms),
+            "gap_minutes": list(day.gap_minutes),
+        }
+        for day in days
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, separators=(",", ":")))
+
+
+def load(path: Path) -> list[Day]:
+    days = []
+    for item in json.loads(path.read_text()):
+        fixed = {int(size): [tuple(row) for row in rows] for size, rows in item["fixed"].items()}
+        runs = {
+            name: Run(name, run["sizes"], run["gets"], run["misses"], [tuple(a) for a in run["actions"]])
+            for name, run in item["runs"].items()
+        }
+        days.append(
+            Day(
+                item["seed"],
+                item["alpha"],
+                oracle(fixed, MAX_MISS_RATE, BOOT_MINUTES),
+                fixed,
+                runs,
+                item["tick_ms"],
+                tuple(item["gap_minutes"]),
+            )
+        )
+    return days
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.decisions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -231,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, help="replay only the first N minutes (warm-up included)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--png", type=Path, default=Path("artifacts/bench-day.png"))
+    parser.add_argument("--save", type=Path, help="write every day's figures to this JSON file")
+    parser.add_argument("--load", type=Path, help="report the days saved in this JSON file; replay nothing")
     args = parser.parse_args(argv)
     common = {
         "hashing": args.hashing,
@@ -245,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("fixed", *args.policies)
     ]
     began = time.perf_counter()
-    days = evaluate(tasks, args.jobs)
+    days = load(args.load) if args.load else evaluate(tasks, args.jobs)
+    if args.save:
+        save(days, args.save)
     for day in days:
         print(f"\n### seed {day.seed}, α {day.alpha} ({args.hashing} hashing)\n")
         print(report.table(day.scores(), oracle=day.oracle))

@@ -46,10 +46,27 @@ from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, 
 POLICY = "predictive"
 FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # SPEC's CapacityFactor values
 HEADROOM = 0.8  # aim below the maximum: predictions err, and moved keys start cold
+# A smaller size must be predicted this far under the maximum: between the two, the pool holds
+# (without the gap a prediction that wobbles around the goal would shrink and grow in turn).
+SHRINK_HEADROOM = 0.7
+# After growing, no shrink for this long: the need that made it grow rarely vanishes so soon.
+GROWN_SETTLE_MINUTES = 15
 WARM_MINUTES = 5  # a node in service this long has filled its share of the keys
+# After a scale-in the keys of the removed nodes start cold on the others: for this long only a
+# miss rate above the maximum at SETTLE_OVER ticks in a row (not a prediction, not the first
+# minute's spike alone) grows the pool again.
+SETTLE_MINUTES = 10
+SETTLE_OVER = 2
 NEEDS_KEPT = 60  # scale_in_window_minutes is at most 60
 SEEN_KEPT_MINUTES = 24 * 60
 LOAD_BUCKET = 1.1  # experience keeps the newest figure per 10 % band of load per node
+# Without a curve, misses are taken to scale as (load per node) ** slope; until experience
+# shows the slope, growing assumes a shallow one and shrinking a steep one (both err safe).
+SLOPE_GROWING, SLOPE_SHRINKING = 1.0, 2.0
+SLOPE_LIMITS = (0.5, 3.0)
+# The extra miss rate of the first minute after a scale-in, per share of the keys it moved
+# (they start cold on the nodes that inherit them); learnt from each scale-in.
+SPIKE_PER_SHARE = 0.15
 
 
 @dataclass(frozen=True)
@@ -71,12 +88,23 @@ class Memory:
     needs: tuple[int | None, ...] = ()  # the need of each recent tick, None without data
     seen: tuple[Seen, ...] = ()
     changed: str | None = None  # when this policy last resized the pool (moved keys start cold)
+    shrunk: str | None = None  # when it last scaled in
+    grown: str | None = None  # when it last scaled out
+    spike: float = SPIKE_PER_SHARE
+    # The last scale-in's share of keys moved and predicted miss rate, until its spike is measured.
+    pending: tuple[float, float] | None = None
+    over: int = 0  # ticks in a row with the miss rate above the maximum
 
     def to_data(self) -> dict[str, Any]:
         return {
             "needs": list(self.needs),
             "seen": [point.to_data() for point in self.seen],
             "changed": self.changed,
+            "shrunk": self.shrunk,
+            "grown": self.grown,
+            "spike": round(self.spike, 5),
+            "pending": list(self.pending) if self.pending else None,
+            "over": self.over,
         }
 
     @classmethod
@@ -84,7 +112,17 @@ class Memory:
         if not data:
             return cls()
         seen = tuple(Seen(float(load), float(rate), str(time)) for load, rate, time in data.get("seen", []))
-        return cls(tuple(data.get("needs", [])), seen, data.get("changed"))
+        pending = data.get("pending")
+        return cls(
+            tuple(data.get("needs", [])),
+            seen,
+            data.get("changed"),
+            data.get("shrunk"),
+            data.get("grown"),
+            float(data.get("spike", SPIKE_PER_SHARE)),
+            (float(pending[0]), float(pending[1])) if pending else None,
+            int(data.get("over", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +136,8 @@ class Evidence:
     curve: tuple[float, ...] | None = None
     settled: bool = False  # every serving node warm, nothing launching or draining
     memory: Memory = field(default_factory=Memory)
+    # The miss rate of the warm nodes alone (None when none is warm): cold ones overstate it.
+    warm_miss_rate: float | None = None
 
 
 def curve_miss_rate(curve: Sequence[float], factor: float) -> float:
@@ -117,20 +157,12 @@ def curve_miss_rate(curve: Sequence[float], factor: float) -> float:
 
 
 def learn(memory: Memory, load: float, miss_rate: float, time: str) -> tuple[Seen, ...]:
-    """Experience with the newest settled figure in: older ones it contradicts are dropped.
-
-    A figure contradicts the new one when it claims fewer misses at a higher load, or more at a
-    lower one: the traffic's mix changed since (a new working set, a crowd), and the newest
-    tells what holds now. One figure per band of load, none older than a day.
-    """
+    """Experience with the newest settled figure in: one per band of load, none older than a day."""
     band = _band(load)
     kept = [
         point
         for point in memory.seen
-        if _band(point.load) != band
-        and not (point.load >= load and point.miss_rate < miss_rate)
-        and not (point.load <= load and point.miss_rate > miss_rate)
-        and _minutes_between(point.time, time) < SEEN_KEPT_MINUTES
+        if _band(point.load) != band and _minutes_between(point.time, time) < SEEN_KEPT_MINUTES
     ]
     return tuple(sorted([*kept, Seen(load, miss_rate, time)], key=lambda point: point.load))
 
@@ -143,15 +175,26 @@ def _minutes_between(earlier: str, later: str) -> float:
     return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds() / 60
 
 
-def experience_miss_rate(
-    seen: Sequence[Seen], requests: int, size: int, serving: int, miss_rate: float
-) -> float:
-    """The miss rate at ``size`` serving nodes from settled figures, else scaled from now."""
-    load = requests / size
-    known = [point.miss_rate for point in seen if point.load >= load]
-    if known:
-        return min(known)
-    return min(1.0, miss_rate * serving / size)
+def slope(seen: Sequence[Seen]) -> float | None:
+    """How steeply the miss rate grows with the load per node, fitted on log-log experience.
+
+    None until there are three figures spanning loads at least 1.5 apart.
+    """
+    points = [(math.log(point.load), math.log(point.miss_rate)) for point in seen if point.miss_rate > 1e-3]
+    if len(points) < 3 or points[-1][0] - points[0][0] < math.log(1.5):
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    fitted = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+    return min(max(fitted, SLOPE_LIMITS[0]), SLOPE_LIMITS[1])
+
+
+def experience_miss_rate(miss_rate: float, serving: int, size: int, fitted_slope: float | None) -> float:
+    """Today's miss rate at ``serving`` nodes, carried to ``size`` by the slope (or a safe guess)."""
+    if fitted_slope is None:
+        fitted_slope = SLOPE_GROWING if size >= serving else SLOPE_SHRINKING
+    return min(1.0, miss_rate * (serving / size) ** fitted_slope)
 
 
 def predict(size: int, evidence: Evidence, miss_rate: float) -> float:
@@ -159,14 +202,37 @@ def predict(size: int, evidence: Evidence, miss_rate: float) -> float:
     serving = max(evidence.serving, 1)
     if evidence.curve is not None:
         return curve_miss_rate(evidence.curve, size / serving)
-    return experience_miss_rate(evidence.memory.seen, evidence.requests, size, serving, miss_rate)
+    anchor = evidence.warm_miss_rate if evidence.warm_miss_rate is not None else miss_rate
+    return experience_miss_rate(anchor, serving, size, slope(evidence.memory.seen))
 
 
-def need(config: Mapping[str, Any], evidence: Evidence, miss_rate: float) -> int:
-    """The smallest size within the bounds predicted to meet the goal (the maximum if none does)."""
-    goal = HEADROOM * config["max_miss_rate_threshold"]
+def spike(evidence: Evidence, size: int) -> float:
+    """The extra misses expected in the first minute after shrinking to ``size``."""
+    serving = max(evidence.serving, 1)
+    return evidence.memory.spike * max(0, serving - size) / serving
+
+
+def need(config: Mapping[str, Any], evidence: Evidence, miss_rate: float, headroom: float = HEADROOM) -> int:
+    """The smallest size within the bounds predicted to meet the goal (the maximum if none does).
+
+    A size below today's must also keep its first minute, cold keys and all, under the maximum.
+    """
+    goal, high_rate = headroom * config["max_miss_rate_threshold"], config["max_miss_rate_threshold"]
     low, high = config["min_pool_size"], config["max_pool_size"]
-    return next((size for size in range(low, high + 1) if predict(size, evidence, miss_rate) <= goal), high)
+    for size in range(low, high + 1):
+        predicted = predict(size, evidence, miss_rate)
+        if predicted <= goal and predicted + spike(evidence, size) <= high_rate:
+            return size
+    return high
+
+
+def _measure_spike(memory: Memory, rate: float) -> Memory:
+    """The first rate after a scale-in, against what was predicted for it: the spike per share."""
+    if memory.pending is None:
+        return memory
+    share, predicted = memory.pending
+    measured = max(0.0, rate - predicted) / share if share > 0 else memory.spike
+    return replace(memory, spike=(memory.spike + measured) / 2, pending=None)
 
 
 def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence) -> tuple[Decision, Memory]:
@@ -181,31 +247,46 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
     if rate is None:
         reason = "no data: too few GET requests in the window"
         return Decision(size, size, HOLD, reason), _remember(memory, None)
+    memory = _measure_spike(memory, rate)
+    memory = replace(memory, over=memory.over + 1 if rate > config["max_miss_rate_threshold"] else 0)
     settled = evidence.settled and (
         memory.changed is None or _minutes_between(memory.changed, evidence.time) >= WARM_MINUTES
     )
     if settled and evidence.serving:
-        seen = learn(memory, evidence.requests / evidence.serving, rate, evidence.time)
-        memory = replace(memory, seen=seen)
+        memory = replace(
+            memory, seen=learn(memory, evidence.requests / evidence.serving, rate, evidence.time)
+        )
     evidence = replace(evidence, settled=settled, memory=memory)
     wanted = need(config, evidence, rate)
-    memory = _remember(memory, wanted)
+    # Below today's size, what must hold for the window is the size with the shrink's headroom.
+    smaller = need(config, evidence, rate, SHRINK_HEADROOM) if wanted < size else wanted
+    memory = _remember(memory, smaller)
     source = "curve" if evidence.curve is not None else "experience"
     seen = f"miss rate {rate:.3f}; {source} predicts {predict(wanted, evidence, rate):.3f} at {wanted}"
+    settling = memory.shrunk is not None and _minutes_between(memory.shrunk, evidence.time) < SETTLE_MINUTES
+    if wanted > size and settling and memory.over < SETTLE_OVER:
+        return Decision(size, size, HOLD, f"{seen}: keys moved by the last shrink are still warming"), memory
     if wanted > size:
         grow = Decision(size, wanted, SCALE_OUT, f"{seen}: grow {size} → {wanted}")
-        return grow, replace(memory, changed=evidence.time)
+        return grow, replace(memory, changed=evidence.time, grown=evidence.time)
+    if wanted < size and smaller >= size:
+        return Decision(size, size, HOLD, f"{seen}: not enough below the goal to shrink"), memory
     if wanted < size:
         window = config["scale_in_window_minutes"]
         recent = memory.needs[-window:]
-        if observed.launching or observed.draining or not evidence.settled:
+        grown = (
+            memory.grown is not None and _minutes_between(memory.grown, evidence.time) < GROWN_SETTLE_MINUTES
+        )
+        if observed.launching or observed.draining or not evidence.settled or grown:
             return Decision(size, size, HOLD, f"{seen}: shrink waits for a settled pool"), memory
         if len(recent) < window or any(n is None or n >= size for n in recent):
             held = _streak(memory.needs, size)
             return Decision(size, size, HOLD, f"{seen}: shrink waits ({held} of {window} ticks)"), memory
         target = max(n for n in recent if n is not None)
         shrink = Decision(size, target, SCALE_IN, f"{seen} for {window} ticks: shrink {size} → {target}")
-        return shrink, replace(memory, changed=evidence.time)
+        moved = (evidence.serving - target) / max(evidence.serving, 1)
+        pending = (moved, predict(target, evidence, rate))
+        return shrink, replace(memory, changed=evidence.time, shrunk=evidence.time, pending=pending)
     return Decision(size, size, HOLD, f"{seen}: pool size {size} is what it needs"), memory
 
 

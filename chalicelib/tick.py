@@ -289,7 +289,10 @@ def evidence(pool: Pool, traffic: PoolTraffic, now: datetime, requests: int) -> 
             for index in range(len(predictive.FACTORS))
         )
     settled = len(warm) == len(serving) and len(serving) == pool.pool_size and not pool.count(DRAINING)
-    return predictive.Evidence(iso(now), len(serving), requests, curve, settled)
+    warm_hits = sum(traffic.of(node_id).hits for node_id in warm)
+    warm_gets = sum(traffic.of(node_id).gets for node_id in warm)
+    warm_rate = 1.0 - warm_hits / warm_gets if warm_gets > 0 else None
+    return predictive.Evidence(iso(now), len(serving), requests, curve, settled, warm_miss_rate=warm_rate)
 
 
 def _parse(stamp: str) -> datetime:

@@ -236,18 +236,20 @@ def _static_fixed() -> dict[int, list[tuple[int, int]]]:
     return fixed
 
 
-def test_best_static_is_the_smallest_size_within_budget() -> None:
+def test_best_static_is_the_smallest_size_meeting_the_maximum_over_the_day() -> None:
     fixed = _static_fixed()
     day = oracle(fixed, max_size=4)
     assert day.sizes[10] == day.sizes[20] == 4 and day.sizes[30] == 3 and day.sizes[90] is None
+    # Over the day: size 1 misses (50 × 30 + 49 × 1 + 50) / 10 000 = 16 %, size 2
+    # (96 × 1 + 3 × 30 + 50) / 10 000 = 2.36 %: size 2 is the smallest within 10 %.
     chosen = best_static(fixed, day)
-    assert chosen.name == "static 3"
-    assert list(chosen.sizes) == [3] * 100 and not chosen.actions
+    assert chosen.name == "static 2"
+    assert list(chosen.sizes) == [2] * 100 and not chosen.actions
     assert [s.avoidable_violation_min for s in static_scores(fixed, day)] == [50, 3, 2, 0]
     assert [s.violation_min for s in static_scores(fixed, day)] == [51, 4, 3, 1]
     assert static_scores(fixed, day)[2].cost == 300
-    # A zero budget needs size 4.
-    assert best_static(fixed, day, budget_share=0.0).name == "static 4"
+    # Within 2 %: size 3 misses (97 + 60 + 50) / 10 000 = 2.07 %, size 4 (99 + 50) = 1.49 %.
+    assert best_static(fixed, day, max_miss_rate=0.02).name == "static 4"
 
 
 def test_best_static_falls_back_to_max_size_when_no_size_fits() -> None:
@@ -255,7 +257,7 @@ def test_best_static_falls_back_to_max_size_when_no_size_fits() -> None:
     fixed = {1: [(100, 0), (100, 50)], 2: [(100, 50), (100, 0)]}
     day = oracle(fixed, max_size=2)
     assert day.sizes == (1, 2)
-    assert best_static(fixed, day, budget_share=0.0).name == "static 2"
+    assert best_static(fixed, day).name == "static 2"  # both miss 25 % over the day
     assert static_run(1, fixed).gets == (100, 100)
 
 

@@ -17,7 +17,7 @@ from chalicelib import predictive
 from chalicelib.config import default_config
 from chalicelib.metrics import CAPACITY_FACTORS, MetricNames, PoolMetrics
 from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
-from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn
+from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn, slope
 from sim.aws import Cloud
 from tests.conftest import AUTH, REGION, cw_event, post_json
 
@@ -75,36 +75,59 @@ def test_the_need_is_the_smallest_size_whose_prediction_meets_the_goal() -> None
     assert predictive.need(config(), evidence(), 0.2) == 5
     assert predictive.need(config(max_pool_size=4), evidence(), 0.2) == 4  # none meets it: the max
     assert predictive.need(config(), evidence(serving=8), 0.2) == 8
-    assert predictive.need(config(), evidence(curve=(0.95,) * 7), 0.05) == 1
+    assert predictive.need(config(), evidence(curve=(0.95,) * 7, memory=Memory(spike=0)), 0.05) == 1
 
 
 # --- experience, without a curve ------------------------------------------------------------
 
 
-def test_experience_takes_the_lowest_miss_rate_seen_at_a_load_per_node_at_least_as_high() -> None:
-    seen = (Seen(1000, 0.02, STAMP), Seen(2000, 0.05, STAMP), Seen(4000, 0.12, STAMP))
-    # 10 000 GETs over 4 nodes is 2 500 a node: at most what 4 000 a node showed, 0.12.
-    assert experience_miss_rate(seen, 10_000, 4, 2, 0.3) == 0.12
-    assert experience_miss_rate(seen, 10_000, 5, 2, 0.3) == 0.05  # 2 000 a node
-    assert experience_miss_rate(seen, 10_000, 10, 2, 0.3) == 0.02
-    # Never this busy: today's miss rate scaled by capacity, 0.3 × 2 / 1.
-    assert experience_miss_rate(seen, 10_000, 1, 2, 0.3) == pytest.approx(0.6)
-    assert experience_miss_rate((), 10_000, 3, 2, 0.3) == pytest.approx(0.2)
+def test_the_slope_is_fitted_on_log_log_experience_once_it_spans_enough_load() -> None:
+    # Misses growing as load²: 0.01 at 1 000 a node, 0.04 at 2 000, 0.16 at 4 000.
+    seen = (Seen(1000, 0.01, STAMP), Seen(2000, 0.04, STAMP), Seen(4000, 0.16, STAMP))
+    assert slope(seen) == pytest.approx(2.0)
+    assert slope(seen[:2]) is None  # two figures are not enough
+    assert slope((Seen(1000, 0.01, STAMP), Seen(1100, 0.02, STAMP), Seen(1200, 0.03, STAMP))) is None
+    steep = (Seen(1000, 0.002, STAMP), Seen(2000, 0.1, STAMP), Seen(4000, 0.9, STAMP))
+    assert slope(steep) == 3.0  # held within its limits
 
 
-def test_learning_keeps_one_figure_per_band_and_drops_what_the_newest_contradicts() -> None:
+def test_experience_carries_todays_miss_rate_to_another_size_along_the_slope() -> None:
+    assert experience_miss_rate(0.1, 2, 4, 2.0) == pytest.approx(0.025)  # half the load: a quarter
+    assert experience_miss_rate(0.1, 4, 2, 2.0) == pytest.approx(0.4)
+    assert experience_miss_rate(0.4, 4, 1, 2.0) == 1.0
+    # No slope yet: growing assumes a shallow one (1) and shrinking a steep one (2).
+    assert experience_miss_rate(0.1, 2, 4, None) == pytest.approx(0.05)
+    assert experience_miss_rate(0.1, 4, 2, None) == pytest.approx(0.4)
+
+
+def test_without_a_curve_the_warm_nodes_miss_rate_is_the_anchor() -> None:
+    blind = evidence(serving=4, curve=None, warm_miss_rate=0.05)
+    assert predictive.predict(8, blind, 0.3) == pytest.approx(0.025)  # 0.05 × (4/8)¹, not 0.3's
+    assert predictive.predict(8, replace(blind, warm_miss_rate=None), 0.3) == pytest.approx(0.15)
+
+
+def test_learning_keeps_the_newest_figure_per_band_of_load_for_a_day() -> None:
     later = "2026-11-26T13:00:00Z"
     memory = Memory(seen=(Seen(1000, 0.02, STAMP), Seen(2000, 0.05, STAMP), Seen(4000, 0.12, STAMP)))
-    # 3 000 a node now misses 0.15: 4 000 a node at 0.12 claims better at a higher load: dropped.
-    assert learn(memory, 3000, 0.15, later) == (
-        Seen(1000, 0.02, STAMP),
-        Seen(2000, 0.05, STAMP),
-        Seen(3000, 0.15, later),
-    )
+    assert learn(memory, 3000, 0.15, later) == (*memory.seen[:2], Seen(3000, 0.15, later), memory.seen[2])
     # The same band (within 10 %) is replaced by the newest.
-    assert learn(memory, 2010, 0.05, later)[1] == Seen(2010, 0.05, later)
+    assert learn(memory, 2010, 0.06, later)[1] == Seen(2010, 0.06, later)
     # A day later the old figures are forgotten.
     assert learn(memory, 500, 0.01, "2026-11-27T12:00:00Z") == (Seen(500, 0.01, "2026-11-27T12:00:00Z"),)
+
+
+def test_a_scale_in_learns_its_first_minutes_spike() -> None:
+    # The last shrink moved a quarter of the keys and predicted 0.06; the next tick saw 0.10:
+    # 0.04 more per quarter, 0.16 per share, averaged with the 0.15 known before.
+    cfg = config()
+    pending = replace(evidence(), memory=Memory(pending=(0.25, 0.06)))
+    _, memory = predictive.decide(cfg, observed(2, 0.10), pending)
+    assert memory.spike == pytest.approx(0.155) and memory.pending is None
+    # A shrink to n of s serving nodes must keep its first minute under the maximum too:
+    # the 0.95 curve predicts 0.05 at 1 of 2, plus 0.15 × 1/2 of spike = 0.125 > 0.10.
+    assert predictive.need(cfg, evidence(curve=(0.95,) * 7), 0.05) == 2
+    calm = evidence(curve=(0.95,) * 7, memory=Memory(spike=0.08))
+    assert predictive.need(cfg, calm, 0.05) == 1  # 0.05 + 0.04
 
 
 # --- the rule -------------------------------------------------------------------------------
@@ -125,15 +148,16 @@ def test_grows_to_the_need_in_one_step_even_while_nodes_launch() -> None:
 
 def test_shrinks_only_after_the_smaller_size_held_for_the_window() -> None:
     cfg = config(scale_in_window_minutes=3)
-    low = evidence(serving=8)  # at 8 serving nodes the curve says 4 are enough (factor 0.5: 0.32)…
-    low = replace(low, curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))  # …here 2 are (0.07)
-    memory = Memory()
+    # At 8 serving nodes this curve predicts 0.07 at 2, 0.058 at 3 and 0.05 at 4; with a spike of
+    # 0.08 per share moved, only 4 keeps its first minute under 0.10 (0.05 + 0.08 × 4/8 = 0.09).
+    low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))
+    memory = Memory(spike=0.08)
     actions = []
     for _ in range(3):
         decision, memory = predictive.decide(cfg, observed(8, 0.03), replace(low, memory=memory))
         actions.append((decision.action, decision.target_size))
-    assert actions == [(HOLD, 8), (HOLD, 8), (SCALE_IN, 2)]
-    assert memory.needs == (2, 2, 2)
+    assert actions == [(HOLD, 8), (HOLD, 8), (SCALE_IN, 4)]
+    assert memory.needs == (4, 4, 4) and memory.pending == (0.5, pytest.approx(0.05))
 
 
 def test_a_tick_without_data_breaks_the_run_so_a_metrics_gap_never_shrinks() -> None:
