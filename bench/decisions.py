@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class Day:
     runs: Mapping[str, Run]
     tick_ms: Mapping[str, float]
     gap_minutes: tuple[int, ...]
+    replay_seconds: Mapping[str, float] = field(default_factory=dict)  # wall time of each day's replay
 
     def scores(self) -> list[Score]:
         runs = {**self.runs, STATIC: best_static(self.fixed, self.oracle, MAX_MISS_RATE)}
@@ -121,10 +122,11 @@ def run_task(task: Task) -> tuple[Task, Any, float]:
 def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Day]:
     """Run every task (in ``jobs`` processes) and gather them into days."""
     results: dict[Task, Any] = {}
+    took: dict[Task, float] = {}
     if jobs > 1:
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
             for task, result, seconds in pool.imap_unordered(run_task, tasks):
-                results[task] = result
+                results[task], took[task] = result, seconds
                 print(
                     f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s",
                     file=log,
@@ -133,7 +135,7 @@ def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Da
     else:
         for task in tasks:
             _, result, seconds = run_task(task)
-            results[task] = result
+            results[task], took[task] = result, seconds
             print(f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s", file=log, flush=True)
     days = []
     for seed, alpha in dict.fromkeys((task.seed, task.alpha) for task in tasks):
@@ -151,6 +153,11 @@ def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Da
                 {name: run for name, (run, _) in mine.items()},
                 {name: ms for name, (_, ms) in mine.items()},
                 tuple(minute - WARMUP_MINUTES for minute in gap),
+                {
+                    task.name: seconds
+                    for task, seconds in took.items()
+                    if (task.seed, task.alpha) == (seed, alpha) and task.name != "fixed"
+                },
             )
         )
     return days
@@ -239,6 +246,7 @@ def save(days: Sequence[Day], path: Path) -> None:
             },
             "tick_ms": dict(day.tick_ms),
             "gap_minutes": list(day.gap_minutes),
+            "replay_seconds": dict(day.replay_seconds),
         }
         for day in days
     ]
@@ -263,6 +271,7 @@ def load(path: Path) -> list[Day]:
                 runs,
                 item["tick_ms"],
                 tuple(item["gap_minutes"]),
+                item.get("replay_seconds", {}),
             )
         )
     return days
@@ -278,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mean-gets", type=int, help="GETs a minute at the mean (default: the workload's)")
     parser.add_argument("--minutes", type=int, help="replay only the first N minutes (warm-up included)")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--png", type=Path, default=Path("artifacts/bench-day.png"))
+    parser.add_argument(
+        "--png",
+        type=lambda value: Path(value) if value else None,
+        default=Path("artifacts/bench-day.png"),
+        help="the figure of the first day ('' for none)",
+    )
     parser.add_argument("--save", type=Path, help="write every day's figures to this JSON file")
     parser.add_argument("--load", type=Path, help="report the days saved in this JSON file; replay nothing")
     args = parser.parse_args(argv)
@@ -315,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'PASS' if met else 'FAIL'}  {text}")
     ticks = [ms for day in days for ms in day.tick_ms.values()]
     print(f"\nmedian tick under moto: {statistics.median(ticks):.1f} ms (median of the runs' medians)")
+    replays = [seconds for day in days for seconds in day.replay_seconds.values()]
+    if replays:
+        print(
+            f"one day's replay through the scheduled function: median {statistics.median(replays):.0f} s, "
+            f"longest {max(replays):.0f} s (run {args.jobs} at a time)"
+        )
     print(f"wall time: {time.perf_counter() - began:.0f} s with {args.jobs} processes")
     if args.png and days:
         day = days[0]

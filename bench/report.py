@@ -144,7 +144,7 @@ def figure(
                 linewidth=0,
                 label="unavoidable (no size meets threshold)" if i == 0 else None,
             )
-        for i, (start, end) in enumerate(_spans(gap_minutes)):
+        for i, (start, end) in enumerate(_spans(m for m in gap_minutes if 0 <= m < minutes)):
             ax.axvspan(
                 edges[start],
                 edges[min(end, minutes)],

@@ -45,16 +45,16 @@ from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, 
 
 POLICY = "predictive"
 FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # SPEC's CapacityFactor values
-HEADROOM = 0.8  # aim below the maximum: predictions err, and moved keys start cold
+HEADROOM = 0.9  # aim below the maximum: predictions err, and moved keys start cold
 # A smaller size must be predicted this far under the maximum: between the two, the pool holds
 # (without the gap a prediction that wobbles around the goal would shrink and grow in turn).
-SHRINK_HEADROOM = 0.7
+SHRINK_HEADROOM = 0.85
 # After growing, no shrink for this long: the need that made it grow rarely vanishes so soon.
 GROWN_SETTLE_MINUTES = 15
 WARM_MINUTES = 5  # a node in service this long has filled its share of the keys
-# After a scale-in the keys of the removed nodes start cold on the others: for this long only a
-# miss rate above the maximum at SETTLE_OVER ticks in a row (not a prediction, not the first
-# minute's spike alone) grows the pool again.
+# After a scale-in the keys of the removed nodes start cold on the others (and after a growth
+# on the new nodes, while they are not warm): meanwhile only a miss rate above the maximum at
+# SETTLE_OVER ticks in a row (not a prediction, not the first minute's spike alone) grows it.
 SETTLE_MINUTES = 10
 SETTLE_OVER = 2
 NEEDS_KEPT = 60  # scale_in_window_minutes is at most 60
@@ -138,6 +138,7 @@ class Evidence:
     memory: Memory = field(default_factory=Memory)
     # The miss rate of the warm nodes alone (None when none is warm): cold ones overstate it.
     warm_miss_rate: float | None = None
+    cold: int = 0  # serving nodes not yet warm
 
 
 def curve_miss_rate(curve: Sequence[float], factor: float) -> float:
@@ -263,9 +264,12 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
     memory = _remember(memory, smaller)
     source = "curve" if evidence.curve is not None else "experience"
     seen = f"miss rate {rate:.3f}; {source} predicts {predict(wanted, evidence, rate):.3f} at {wanted}"
-    settling = memory.shrunk is not None and _minutes_between(memory.shrunk, evidence.time) < SETTLE_MINUTES
-    if wanted > size and settling and memory.over < SETTLE_OVER:
-        return Decision(size, size, HOLD, f"{seen}: keys moved by the last shrink are still warming"), memory
+    # Keys moved by a change start cold (on the nodes that inherit them after a shrink, on the
+    # new nodes after a growth) and the warm nodes' figures still describe the old size: until
+    # that passes, only a miss rate above the maximum tick after tick grows the pool again.
+    shrinking = memory.shrunk is not None and _minutes_between(memory.shrunk, evidence.time) < SETTLE_MINUTES
+    if wanted > size and (shrinking or evidence.cold) and memory.over < SETTLE_OVER:
+        return Decision(size, size, HOLD, f"{seen}: keys moved by the last change are still warming"), memory
     if wanted > size:
         grow = Decision(size, wanted, SCALE_OUT, f"{seen}: grow {size} → {wanted}")
         return grow, replace(memory, changed=evidence.time, grown=evidence.time)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -109,3 +110,31 @@ def test_target_tracking_needs_3_minutes_above_and_15_below() -> None:
         _config(), Observation(4, None), EVIDENCE, {"above": 2, "below": 14}
     )
     assert decision.action == HOLD
+
+
+def test_the_command_prints_the_tables_and_its_last_line_and_reads_back_what_it_saved(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import decisions
+
+    saved = tmp_path / "days.json"
+    args = ["--seeds", "1", "--alphas", "1.2", "--policies", "predictive (curve)", "--jobs", "1"]
+    args += ["--minutes", str(WARMUP_MINUTES + 15), "--mean-gets", "1000", "--png", str(tmp_path / "day.png")]
+    assert decisions.main([*args, "--save", str(saved)]) == 0
+    first = capsys.readouterr().out
+    lines = first.strip().splitlines()
+    assert re.fullmatch(
+        r"bench: cost_ratio=\d+\.\d\d avoidable_violation_min=[\d.]+ actions=[\d.]+ reversals=[\d.]+",
+        lines[-1],
+    )
+    assert (
+        "| predictive (curve) |" in first and "| best static |" in first and "| churn-aware oracle |" in first
+    )
+    assert (
+        "median tick under moto" in first and (tmp_path / "day.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    )
+    assert decisions.main([*args, "--load", str(saved), "--png", ""]) == 0
+    again = capsys.readouterr().out
+    table = [line for line in first.splitlines() if line.startswith("|")]
+    assert table == [line for line in again.splitlines() if line.startswith("|")]
+    assert again.strip().splitlines()[-1] == lines[-1]

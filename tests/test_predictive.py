@@ -317,3 +317,29 @@ def test_only_the_predictive_policy_asks_for_the_curve(client: Client, policy: s
     _serve(client, 0, None)
     _tick(client, 1)
     assert seen == [queries]
+
+
+def test_while_moved_keys_warm_only_a_miss_rate_over_the_maximum_twice_grows_the_pool() -> None:
+    # A node just joined (cold) and the pool misses 0.12: the first minute of its cold keys.
+    cold = evidence(serving=3, curve=(0.30, 0.50, 0.68, 0.80, 0.91, 0.96, 0.98), cold=1)
+    first, memory = predictive.decide(config(), observed(3, 0.12), cold)
+    assert first.action == HOLD and "still warming" in first.reason and memory.over == 1
+    second, memory = predictive.decide(config(), observed(3, 0.12), replace(cold, memory=memory))
+    assert second.action == SCALE_OUT
+    # The same after a shrink, for SETTLE_MINUTES.
+    shrunk = replace(evidence(), memory=Memory(shrunk="2026-11-26T11:55:00Z"))
+    assert predictive.decide(config(), observed(2, 0.2), shrunk)[0].action == HOLD
+    settled = replace(evidence(), memory=Memory(shrunk="2026-11-26T11:50:00Z"))
+    assert predictive.decide(config(), observed(2, 0.2), settled)[0].action == SCALE_OUT
+
+
+def test_no_shrink_soon_after_growing_and_none_within_the_hysteresis() -> None:
+    cfg = config(scale_in_window_minutes=1)
+    curve = (0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99)
+    grown = replace(evidence(serving=8, curve=curve), memory=Memory(grown="2026-11-26T11:50:00Z"))
+    decision, _ = predictive.decide(cfg, observed(8, 0.03), grown)
+    assert decision.action == HOLD and "settled" in decision.reason
+    # 8 → 7 is predicted at 0.0798: within the goal (0.08) but not within the shrink's 0.07.
+    narrow = evidence(serving=8, curve=(0.80, 0.85, 0.90, 0.925, 0.95, 0.97, 0.98), memory=Memory(spike=0))
+    decision, _ = predictive.decide(cfg, observed(8, 0.075), narrow)
+    assert decision.action == HOLD and "not enough below" in decision.reason
