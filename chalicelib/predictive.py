@@ -45,10 +45,10 @@ from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, 
 
 POLICY = "predictive"
 FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # SPEC's CapacityFactor values
-HEADROOM = 0.9  # aim below the maximum: predictions err, and moved keys start cold
+HEADROOM = 0.95  # aim below the maximum: predictions err, and moved keys start cold
 # A smaller size must be predicted this far under the maximum: between the two, the pool holds
 # (without the gap a prediction that wobbles around the goal would shrink and grow in turn).
-SHRINK_HEADROOM = 0.85
+SHRINK_HEADROOM = 0.9
 # After growing, no shrink for this long: the need that made it grow rarely vanishes so soon.
 GROWN_SETTLE_MINUTES = 15
 WARM_MINUTES = 5  # a node in service this long has filled its share of the keys
@@ -65,8 +65,11 @@ LOAD_BUCKET = 1.1  # experience keeps the newest figure per 10 % band of load pe
 SLOPE_GROWING, SLOPE_SHRINKING = 1.0, 2.0
 SLOPE_LIMITS = (0.5, 3.0)
 # The extra miss rate of the first minute after a scale-in, per share of the keys it moved
-# (they start cold on the nodes that inherit them); learnt from each scale-in.
+# (they start cold on the nodes that inherit them); learnt from each scale-in. A shrink may
+# take that first minute up to SPIKE_LIMIT × the maximum: one minute over it, to save a node
+# for as long as the smaller size holds, is a trade an error budget makes.
 SPIKE_PER_SHARE = 0.15
+SPIKE_LIMIT = 1.5
 
 
 @dataclass(frozen=True)
@@ -216,13 +219,14 @@ def spike(evidence: Evidence, size: int) -> float:
 def need(config: Mapping[str, Any], evidence: Evidence, miss_rate: float, headroom: float = HEADROOM) -> int:
     """The smallest size within the bounds predicted to meet the goal (the maximum if none does).
 
-    A size below today's must also keep its first minute, cold keys and all, under the maximum.
+    A size below today's must also keep its first minute, cold keys and all, within the spike limit.
     """
-    goal, high_rate = headroom * config["max_miss_rate_threshold"], config["max_miss_rate_threshold"]
+    goal = headroom * config["max_miss_rate_threshold"]
+    spike_limit = SPIKE_LIMIT * config["max_miss_rate_threshold"]
     low, high = config["min_pool_size"], config["max_pool_size"]
     for size in range(low, high + 1):
         predicted = predict(size, evidence, miss_rate)
-        if predicted <= goal and predicted + spike(evidence, size) <= high_rate:
+        if predicted <= goal and predicted + spike(evidence, size) <= spike_limit:
             return size
     return high
 
