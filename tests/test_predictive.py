@@ -70,10 +70,12 @@ def test_more_capacity_never_predicts_more_misses(curve: list[float], small: flo
 
 
 def test_the_need_is_the_smallest_size_whose_prediction_meets_the_goal() -> None:
-    # Goal 0.8 × 0.10 = 0.08. Serving 2: size 3 → factor 1.5 (0.145), 4 → 2 (0.09),
-    # 5 → 2.5 (0.09 − 0.05 × 0.322 = 0.0739): 5 is the first under 0.08.
-    assert predictive.need(config(), evidence(), 0.2) == 5
-    assert predictive.need(config(max_pool_size=4), evidence(), 0.2) == 4  # none meets it: the max
+    # Goal 0.95 × 0.10 = 0.095. Serving 2: size 3 → factor 1.5 (0.145), 4 → 2 (0.09): the first.
+    assert predictive.HEADROOM == 0.95
+    assert predictive.need(config(), evidence(), 0.2) == 4
+    assert predictive.need(config(max_pool_size=3), evidence(), 0.2) == 3  # none meets it: the max
+    # With the manager-app's maximum at 0.08 the goal is 0.076: 5 → factor 2.5, 0.0739.
+    assert predictive.need(config(max_miss_rate_threshold=0.08), evidence(), 0.2) == 5
     assert predictive.need(config(), evidence(serving=8), 0.2) == 8
     assert predictive.need(config(), evidence(curve=(0.95,) * 7, memory=Memory(spike=0)), 0.05) == 1
 
@@ -124,8 +126,8 @@ def test_a_scale_in_learns_its_first_minutes_spike() -> None:
     _, memory = predictive.decide(cfg, observed(2, 0.10), pending)
     assert memory.spike == pytest.approx(0.155) and memory.pending is None
     # A shrink to n of s serving nodes must keep its first minute under the maximum too:
-    # the 0.95 curve predicts 0.05 at 1 of 2, plus 0.15 × 1/2 of spike = 0.125 > 0.10.
-    assert predictive.need(cfg, evidence(curve=(0.95,) * 7), 0.05) == 2
+    # the 0.95 curve predicts 0.05 at 1 of 2, plus 0.3 × 1/2 of spike = 0.2 > 1.5 × 0.10.
+    assert predictive.need(cfg, evidence(curve=(0.95,) * 7, memory=Memory(spike=0.3)), 0.05) == 2
     calm = evidence(curve=(0.95,) * 7, memory=Memory(spike=0.08))
     assert predictive.need(cfg, calm, 0.05) == 1  # 0.05 + 0.04
 
@@ -139,19 +141,20 @@ def observed(size: int, rate: float | None, **changes: Any) -> Observation:
 
 def test_grows_to_the_need_in_one_step_even_while_nodes_launch() -> None:
     decision, memory = predictive.decide(config(), observed(2, 0.2), evidence())
-    assert (decision.action, decision.target_size) == (SCALE_OUT, 5)
+    assert (decision.action, decision.target_size) == (SCALE_OUT, 4)
     assert "curve predicts" in decision.reason and memory.changed == STAMP
     # Two of the five still launch: they count, so nothing more is asked.
-    decision, _ = predictive.decide(config(), observed(5, 0.2, launching=3), evidence())
+    decision, _ = predictive.decide(config(), observed(4, 0.2, launching=2), evidence())
     assert decision.action == HOLD
 
 
 def test_shrinks_only_after_the_smaller_size_held_for_the_window() -> None:
     cfg = config(scale_in_window_minutes=3)
     # At 8 serving nodes this curve predicts 0.07 at 2, 0.058 at 3 and 0.05 at 4; with a spike of
-    # 0.08 per share moved, only 4 keeps its first minute under 0.10 (0.05 + 0.08 × 4/8 = 0.09).
+    # 0.16 per share moved, 4 is the first to keep its first minute within 1.5 × 0.10:
+    # 0.07 + 0.16 × 6/8 = 0.19, 0.058 + 0.16 × 5/8 = 0.158, 0.05 + 0.16 × 4/8 = 0.13.
     low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))
-    memory = Memory(spike=0.08)
+    memory = Memory(spike=0.16)
     actions = []
     for _ in range(3):
         decision, memory = predictive.decide(cfg, observed(8, 0.03), replace(low, memory=memory))
@@ -279,10 +282,10 @@ def test_the_tick_grows_to_the_curves_need_and_keeps_its_memory(client: Client, 
     assert _tick(client, 0)["action"] == REPAIR
     _serve(client, 0, (300, 500, 680, 800, 910, 960, 980))
     decision = _tick(client, 1)
-    # Both nodes just joined: no warm node, so their own curve is read: the need is 5.
-    assert (decision["action"], decision["target_size"], decision["policy"]) == (SCALE_OUT, 5, "predictive")
+    # Both nodes just joined: no warm node, so their own curve is read: the need is 4.
+    assert (decision["action"], decision["target_size"], decision["policy"]) == (SCALE_OUT, 4, "predictive")
     memory = store.load_pool().policy_memory
-    assert memory["needs"] == [5] and memory["changed"] == "2026-11-26T12:01:00Z"
+    assert memory["needs"] == [4] and memory["changed"] == "2026-11-26T12:01:00Z"
 
 
 def test_without_a_curve_the_tick_falls_back_to_experience(client: Client) -> None:
@@ -339,7 +342,7 @@ def test_no_shrink_soon_after_growing_and_none_within_the_hysteresis() -> None:
     grown = replace(evidence(serving=8, curve=curve), memory=Memory(grown="2026-11-26T11:50:00Z"))
     decision, _ = predictive.decide(cfg, observed(8, 0.03), grown)
     assert decision.action == HOLD and "settled" in decision.reason
-    # 8 → 7 is predicted at 0.0798: within the goal (0.08) but not within the shrink's 0.07.
-    narrow = evidence(serving=8, curve=(0.80, 0.85, 0.90, 0.925, 0.95, 0.97, 0.98), memory=Memory(spike=0))
-    decision, _ = predictive.decide(cfg, observed(8, 0.075), narrow)
+    # 8 → 7 is predicted at 0.0918: within the goal (0.095) but not within the shrink's 0.09.
+    narrow = evidence(serving=8, curve=(0.80, 0.85, 0.88, 0.915, 0.95, 0.97, 0.98), memory=Memory(spike=0))
+    decision, _ = predictive.decide(cfg, observed(8, 0.085), narrow)
     assert decision.action == HOLD and "not enough below" in decision.reason
