@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
-from chalicelib.predictive import Evidence
+from chalicelib.predictive import HEADROOM, Evidence
 
-# The miss rate the proportional rules steer to, as a share of the maximum threshold (the
-# predictive policy's headroom, so that the rules aim at the same place).
-TARGET_SHARE = 0.8
+# The miss rate the proportional rules steer to, as a share of the maximum threshold: the
+# predictive policy's goal, so that the rules aim at the same place.
+TARGET_SHARE = HEADROOM
 HPA_TOLERANCE = 0.1
 HPA_DOWN_STABILISATION_MINUTES = 5
 TT_OUT_MINUTES = 3  # AWS target tracking's scale-out alarm: 3 of 3 one-minute datapoints
