@@ -292,7 +292,10 @@ def evidence(pool: Pool, traffic: PoolTraffic, now: datetime, requests: int) -> 
     warm_hits = sum(traffic.of(node_id).hits for node_id in warm)
     warm_gets = sum(traffic.of(node_id).gets for node_id in warm)
     warm_rate = 1.0 - warm_hits / warm_gets if warm_gets > 0 else None
-    return predictive.Evidence(iso(now), len(serving), requests, curve, settled, warm_miss_rate=warm_rate)
+    cold = len(serving) - len(warm) if warm else 0
+    return predictive.Evidence(
+        iso(now), len(serving), requests, curve, settled, warm_miss_rate=warm_rate, cold=cold
+    )
 
 
 def _parse(stamp: str) -> datetime:
