@@ -346,3 +346,39 @@ def test_no_shrink_soon_after_growing_and_none_within_the_hysteresis() -> None:
     narrow = evidence(serving=8, curve=(0.80, 0.85, 0.88, 0.915, 0.95, 0.97, 0.98), memory=Memory(spike=0))
     decision, _ = predictive.decide(cfg, observed(8, 0.085), narrow)
     assert decision.action == HOLD and "not enough below" in decision.reason
+
+
+# --- what the tick hands the policy ---------------------------------------------------------
+
+
+def test_the_tick_reads_the_curve_of_the_warm_nodes_and_counts_the_cold_ones() -> None:
+    from chalicelib.metrics import NodeTraffic, PoolTraffic
+    from chalicelib.pool import IN_SERVICE, LAUNCHING, Node, Pool
+    from chalicelib.tick import evidence as tick_evidence
+
+    pool = Pool(
+        nodes=(
+            Node("i-warm1", IN_SERVICE, since="2026-11-26T11:50:00Z"),
+            Node("i-warm2", IN_SERVICE, since="2026-11-26T11:55:00Z"),  # exactly 5 minutes: warm
+            Node("i-cold", IN_SERVICE, since="2026-11-26T11:58:00Z"),
+        )
+    )
+    curve = (10.0, 20.0, 30.0, 40.0, 45.0, 48.0, 50.0)
+    traffic = PoolTraffic(
+        {
+            "i-warm1": NodeTraffic(50, 40, None, curve),
+            "i-warm2": NodeTraffic(50, 40, None, curve),
+            "i-cold": NodeTraffic(100, 10, None, (0.0, 0.0, 1.0, 10.0, 10.0, 10.0, 10.0)),
+        }
+    )
+    seen = tick_evidence(pool, traffic, T, 200)
+    assert seen.curve == pytest.approx((0.2, 0.4, 0.6, 0.8, 0.9, 0.96, 1.0))  # the warm two only
+    assert (seen.serving, seen.cold, seen.settled) == (3, 1, False)
+    assert seen.warm_miss_rate == pytest.approx(0.2)
+    # One warm node without a curve: no curve this tick, experience instead.
+    patchy = PoolTraffic({**traffic.nodes, "i-warm2": NodeTraffic(50, 40, None, None)})
+    assert tick_evidence(pool, patchy, T, 200).curve is None
+    # All warm, nothing launching: settled.
+    settled = Pool(nodes=pool.nodes[:2])
+    assert tick_evidence(settled, traffic, T, 100).settled
+    assert not tick_evidence(Pool(nodes=(*pool.nodes[:2], Node("i-new", LAUNCHING))), traffic, T, 100).settled
