@@ -128,6 +128,20 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Warnings only while replaying (a line per request and per tick, 3,000 a day, says
+    nothing here), and the service's own level back afterwards."""
+    from chalicelib.observability import logger
+
+    level = logger.log_level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _trim_datapoints(before: datetime) -> None:
     """Drop moto's datapoints older than ``before`` (moto scans them all at every read)."""
     from moto.cloudwatch.models import cloudwatch_backends
@@ -173,12 +187,10 @@ def replay(
     misses: list[int] = []
     actions: list[tuple[int, str, int, int]] = []
     outcome = Replay(Run(name, (), (), (), ()))
-    with _environment(ENVIRONMENT), mock_aws():
+    with _environment(ENVIRONMENT), mock_aws(), _quiet_logs():
         aws.reset_clients()
         from app import app
-        from chalicelib.observability import logger
 
-        logger.setLevel("WARNING")  # a line per request and per tick, 3,000 a day, says nothing here
         settings = Settings.from_env()
         deps = TickDeps.from_settings(settings)
         deps.store.create_table()
