@@ -13,12 +13,13 @@ predictive policy with the curve.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,8 @@ def run_task(task: Task) -> tuple[Task, Any, float]:
         scored = {size: list(per_minute[WARMUP_MINUTES:]) for size, per_minute in fixed.items()}
         return task, scored, time.perf_counter() - began
     _, policy, rule, curve = next(entry for entry in POLICY_RUNS if entry[0] == task.name)
-    rules = {SEED: baselines.seed_rule, HPA: baselines.hpa_rule, TARGET: baselines.target_tracking_rule}
     outcome: Replay = replay(
-        _setup(task, curve), task.name, policy=policy, baseline=rules[rule] if rule else None
+        _setup(task, curve), task.name, policy=policy, baseline=baselines.BASELINES[rule] if rule else None
     )
     return task, (outcome.run, outcome.median_tick_ms), time.perf_counter() - began
 
@@ -123,18 +123,12 @@ def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Da
     """Run every task (in ``jobs`` processes) and gather them into days."""
     results: dict[Task, Any] = {}
     took: dict[Task, float] = {}
-    if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            for task, result, seconds in pool.imap_unordered(run_task, tasks):
-                results[task], took[task] = result, seconds
-                print(
-                    f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s",
-                    file=log,
-                    flush=True,
-                )
-    else:
-        for task in tasks:
-            _, result, seconds = run_task(task)
+    with contextlib.ExitStack() as stack:
+        finished: Iterator[tuple[Task, Any, float]] = map(run_task, tasks)
+        if jobs > 1:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(jobs))
+            finished = pool.imap_unordered(run_task, tasks)
+        for task, result, seconds in finished:
             results[task], took[task] = result, seconds
             print(f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s", file=log, flush=True)
     days = []

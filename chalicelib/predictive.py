@@ -90,13 +90,17 @@ class Memory:
 
     needs: tuple[int | None, ...] = ()  # the need of each recent tick, None without data
     seen: tuple[Seen, ...] = ()
-    changed: str | None = None  # when this policy last resized the pool (moved keys start cold)
-    shrunk: str | None = None  # when it last scaled in
+    shrunk: str | None = None  # when this policy last scaled in
     grown: str | None = None  # when it last scaled out
     spike: float = SPIKE_PER_SHARE
     # The last scale-in's share of keys moved and predicted miss rate, until its spike is measured.
     pending: tuple[float, float] | None = None
     over: int = 0  # ticks in a row with the miss rate above the maximum
+
+    @property
+    def changed(self) -> str | None:
+        """When this policy last resized the pool (moved keys start cold): its later change."""
+        return max((stamp for stamp in (self.shrunk, self.grown) if stamp is not None), default=None)
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -119,7 +123,6 @@ class Memory:
         return cls(
             tuple(data.get("needs", [])),
             seen,
-            data.get("changed"),
             data.get("shrunk"),
             data.get("grown"),
             float(data.get("spike", SPIKE_PER_SHARE)),
@@ -276,7 +279,7 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
         return Decision(size, size, HOLD, f"{seen}: keys moved by the last change are still warming"), memory
     if wanted > size:
         grow = Decision(size, wanted, SCALE_OUT, f"{seen}: grow {size} → {wanted}")
-        return grow, replace(memory, changed=evidence.time, grown=evidence.time)
+        return grow, replace(memory, grown=evidence.time)
     if wanted < size and smaller >= size:
         return Decision(size, size, HOLD, f"{seen}: not enough below the goal to shrink"), memory
     if wanted < size:
@@ -294,7 +297,7 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
         shrink = Decision(size, target, SCALE_IN, f"{seen} for {window} ticks: shrink {size} → {target}")
         moved = (evidence.serving - target) / max(evidence.serving, 1)
         pending = (moved, predict(target, evidence, rate))
-        return shrink, replace(memory, changed=evidence.time, shrunk=evidence.time, pending=pending)
+        return shrink, replace(memory, shrunk=evidence.time, pending=pending)
     return Decision(size, size, HOLD, f"{seen}: pool size {size} is what it needs"), memory
 
 

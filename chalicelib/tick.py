@@ -277,7 +277,7 @@ def evidence(pool: Pool, traffic: PoolTraffic, now: datetime, requests: int) -> 
     warm = [
         node.id
         for node in pool.nodes
-        if node.state == IN_SERVICE and node.since is not None and _parse(node.since) <= warm_since
+        if node.state == IN_SERVICE and node.since is not None and tick_time(node.since) <= warm_since
     ]
     read = warm or serving
     curves = [traffic.of(node_id).within for node_id in read]
@@ -296,10 +296,6 @@ def evidence(pool: Pool, traffic: PoolTraffic, now: datetime, requests: int) -> 
     return predictive.Evidence(
         iso(now), len(serving), requests, curve, settled, warm_miss_rate=warm_rate, cold=cold
     )
-
-
-def _parse(stamp: str) -> datetime:
-    return tick_time(stamp)
 
 
 def _read_metrics(

@@ -14,8 +14,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from sim.lru import FACTORS
+
 POOL_TAG_KEY = "memcache-pool"
-CAPACITY_FACTORS = ("0.125", "0.25", "0.5", "1", "2", "4", "8")  # SPEC's CapacityFactor values
 # Where in the minute [T − 60 s, T) the datapoints sit: the middle, safely inside the window
 # whether a reader's period buckets start at T − 60 s or are checked with "< T".
 STAMP_BEFORE_END = timedelta(seconds=30)
@@ -99,7 +100,7 @@ class Cloud:
                     "Value": float(value),
                     "Unit": "Count",
                 }
-                for factor, value in zip(CAPACITY_FACTORS, values, strict=True)
+                for factor, value in zip(FACTORS, values, strict=True)
             )
         # Eight nodes make 72 datums with the curve, one call; the loop matters only for far more.
         for start in range(0, len(data), MAX_DATUMS_PER_CALL):
