@@ -147,3 +147,22 @@ def publish(node_ids: list[str], minute_start: Any, gets: int, hits: int) -> Non
                 }
             )
     cloudwatch.put_metric_data(Namespace="Memcache", MetricData=data)
+
+
+def metric_queries(names: Any, node_ids: list[str], end: Any, **read: Any) -> list[dict[str, Any]]:
+    """The ``MetricDataQueries`` of the one GetMetricData call ``PoolMetrics.read`` makes,
+    answered by a Stubber (window 60 s, look-back 300 s)."""
+    from botocore.stub import Stubber
+
+    from chalicelib.metrics import PoolMetrics
+
+    client = boto3.client("cloudwatch", region_name=REGION)
+    seen: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "before-parameter-build.cloudwatch.GetMetricData", lambda params, **_: seen.append(params)
+    )
+    with Stubber(client) as stub:
+        stub.add_response("get_metric_data", {"MetricDataResults": []})
+        PoolMetrics(names, client=client).read(node_ids, end, 60, 300, **read)
+    (params,) = seen
+    return params["MetricDataQueries"]

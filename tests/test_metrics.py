@@ -11,7 +11,7 @@ from botocore.stub import ANY, Stubber
 
 from chalicelib.errors import DependencyError
 from chalicelib.metrics import MetricNames, NodeTraffic, PoolMetrics, PoolTraffic, miss_rate
-from tests.conftest import REGION, publish
+from tests.conftest import REGION, metric_queries, publish
 
 T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -100,16 +100,7 @@ def test_one_call_whatever_the_pool_size_with_namespace_names_and_dimension_from
             "METRIC_HITS": "Hit",
         }
     )
-    client = boto3.client("cloudwatch", region_name=REGION)
-    seen: list[dict[str, Any]] = []
-    client.meta.events.register(
-        "before-parameter-build.cloudwatch.GetMetricData", lambda params, **_: seen.append(params)
-    )
-    with Stubber(client) as stub:
-        stub.add_response("get_metric_data", {"MetricDataResults": []})
-        PoolMetrics(names, client=client).read([f"i-{n}" for n in range(8)], T, 60, 300)
-    (params,) = seen
-    queries = params["MetricDataQueries"]
+    queries = metric_queries(names, [f"i-{n}" for n in range(8)], T)
     assert len(queries) == 16
     stats = {q["MetricStat"]["Metric"]["MetricName"] for q in queries}
     assert stats == {"Gets", "Hit"}

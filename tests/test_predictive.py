@@ -6,9 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from chalice.test import Client
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +17,7 @@ from chalicelib.metrics import CAPACITY_FACTORS, MetricNames, PoolMetrics
 from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
 from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn, slope
 from sim.aws import Cloud
-from tests.conftest import AUTH, REGION, cw_event, post_json
+from tests.conftest import AUTH, cw_event, metric_queries, post_json
 
 T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 STAMP = "2026-11-26T12:00:00Z"
@@ -200,9 +198,9 @@ def test_no_shrink_unless_the_pool_is_settled(changes: dict[str, int], settled: 
 def test_no_shrink_within_the_warm_up_after_its_own_resize() -> None:
     cfg = config(scale_in_window_minutes=1)
     low = replace(evidence(serving=8), curve=(0.90, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99))
-    just = replace(low, memory=Memory(changed="2026-11-26T11:57:00Z"))
+    just = replace(low, memory=Memory(shrunk="2026-11-26T11:57:00Z"))
     assert predictive.decide(cfg, observed(8, 0.03), just)[0].action == HOLD
-    earlier = replace(low, memory=Memory(changed="2026-11-26T11:55:00Z"))
+    earlier = replace(low, memory=Memory(shrunk="2026-11-26T11:55:00Z"))
     assert predictive.decide(cfg, observed(8, 0.03), earlier)[0].action == SCALE_IN
 
 
@@ -214,7 +212,7 @@ def test_bounds_first_and_manual_mode_observes_only() -> None:
 
 
 def test_memory_survives_its_json_form() -> None:
-    memory = Memory(needs=(3, None, 2), seen=(Seen(1234.5, 0.0412, STAMP),), changed=STAMP)
+    memory = Memory(needs=(3, None, 2), seen=(Seen(1234.5, 0.0412, STAMP),), grown=STAMP)
     assert Memory.from_data(memory.to_data()) == memory
     assert Memory.from_data(None) == Memory()
 
@@ -223,16 +221,7 @@ def test_memory_survives_its_json_form() -> None:
 
 
 def test_the_curve_is_read_in_the_same_single_call(moto: None) -> None:
-    client = boto3.client("cloudwatch", region_name=REGION)
-    seen: list[dict[str, Any]] = []
-    client.meta.events.register(
-        "before-parameter-build.cloudwatch.GetMetricData", lambda params, **_: seen.append(params)
-    )
-    with Stubber(client) as stub:
-        stub.add_response("get_metric_data", {"MetricDataResults": []})
-        PoolMetrics(MetricNames(), client=client).read([f"i-{n}" for n in range(8)], T, 60, 300, curve=True)
-    (params,) = seen
-    queries = params["MetricDataQueries"]
+    queries = metric_queries(MetricNames(), [f"i-{n}" for n in range(8)], T, curve=True)
     assert len(queries) == 8 * 9
     curve = [
         q["MetricStat"]["Metric"] for q in queries if q["MetricStat"]["Metric"]["MetricName"] == "HitsWithin"
@@ -268,17 +257,13 @@ def _serve(client: Client, minute: int, within: tuple[int, ...] | None, gets: in
     )
 
 
+def _use_predictive(client: Client) -> None:
+    body = {"policy": "predictive", "max_miss_rate_threshold": 0.1, "min_miss_rate_threshold": 0.03}
+    post_json(client, "/api/scaler/config", {**body, "min_pool_size": 2})
+
+
 def test_the_tick_grows_to_the_curves_need_and_keeps_its_memory(client: Client, store: Any) -> None:
-    post_json(
-        client,
-        "/api/scaler/config",
-        {
-            "policy": "predictive",
-            "max_miss_rate_threshold": 0.1,
-            "min_miss_rate_threshold": 0.03,
-            "min_pool_size": 2,
-        },
-    )
+    _use_predictive(client)
     assert _tick(client, 0)["action"] == REPAIR
     _serve(client, 0, (300, 500, 680, 800, 910, 960, 980))
     decision = _tick(client, 1)
@@ -289,16 +274,7 @@ def test_the_tick_grows_to_the_curves_need_and_keeps_its_memory(client: Client, 
 
 
 def test_without_a_curve_the_tick_falls_back_to_experience(client: Client) -> None:
-    post_json(
-        client,
-        "/api/scaler/config",
-        {
-            "policy": "predictive",
-            "max_miss_rate_threshold": 0.1,
-            "min_miss_rate_threshold": 0.03,
-            "min_pool_size": 2,
-        },
-    )
+    _use_predictive(client)
     _tick(client, 0)
     _serve(client, 0, None)  # 20 % misses, no curve: 0.2 × 2 / n ≤ 0.08 first at n = 5
     decision = _tick(client, 1)
