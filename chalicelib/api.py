@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chalice import Blueprint, NotFoundError, Response
@@ -17,6 +17,7 @@ from chalice import Blueprint, NotFoundError, Response
 from chalicelib import config as config_rules
 from chalicelib import pages
 from chalicelib.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fields, single_valued
+from chalicelib.clock import wall_clock
 from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import ValidationError
 from chalicelib.http import handle_errors
@@ -46,10 +47,6 @@ def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[
         return view
 
     return register
-
-
-def wall_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 def pool_clock(pool: Pool) -> datetime:
@@ -200,7 +197,9 @@ def history() -> dict[str, Any]:
     if unknown:
         raise ValidationError(f"unknown query parameter(s): {', '.join(unknown)}")
     minutes = _minutes(params.get("minutes"))
-    return {"records": _store(_settings()).history(minutes)}
+    store = _store(_settings())
+    until = store.load_pool().history_until(wall_clock())
+    return {"records": store.history(minutes, until)}
 
 
 def _minutes(text: str | None) -> int:

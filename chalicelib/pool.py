@@ -133,6 +133,10 @@ class Pool:
             policy_memory=data.get("policy_memory") or None,
         )
 
+    def history_until(self, wall_now: datetime) -> datetime:
+        """Where SPEC's history window ends: the last tick's T, or the wall clock before any tick."""
+        return _parse(self.last_tick) if self.last_tick is not None else wall_now
+
     def clock(self, wall_now: datetime) -> datetime:
         """The pool's clock, for records that routes write.
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws
+from chalicelib.clock import WallClock, wall_clock
 from chalicelib.config import normalize
 from chalicelib.errors import DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.pool import Pool
@@ -43,11 +44,22 @@ def _dependency_error(exc: Exception, table: str) -> DependencyError:
 class StateStore:
     """Versioned config and membership, and the history, for one pool."""
 
-    def __init__(self, table_name: str, pool_name: str, *, ttl_days: int = 30, client: Any = None) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        pool_name: str,
+        *,
+        ttl_days: int = 30,
+        client: Any = None,
+        wall_clock: WallClock = wall_clock,
+    ) -> None:
         self.table_name = table_name
         self.pool_name = pool_name
         self.ttl_days = ttl_days
         self._client = client
+        # Only for the records' expiry: storage retention runs on the wall clock, whatever
+        # clock (a tick's T, a replayed day) stamped the record.
+        self._wall_clock = wall_clock
 
     @property
     def client(self) -> Any:
@@ -121,21 +133,14 @@ class StateStore:
         data, version = _unpack(self._get("membership"))
         return Pool.from_data(data, version)
 
-    def history(self, minutes: int) -> list[dict[str, Any]]:
-        """Records of the ``minutes`` up to the newest one, oldest first."""
-        newest = self._call(
-            "query",
-            TableName=self.table_name,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": self._history_pk}},
-            ScanIndexForward=False,
-            Limit=1,
-            ConsistentRead=True,
-        )["Items"]
-        if not newest:
-            return []
-        newest_at = datetime.strptime(newest[0]["sk"]["S"].split("#")[0], "%Y-%m-%dT%H:%M:%S.%fZ")
-        cutoff = newest_at.replace(tzinfo=UTC) - timedelta(minutes=minutes)
+    def history(self, minutes: int, until: datetime) -> list[dict[str, Any]]:
+        """Records of the ``minutes`` up to ``until`` (the pool's clock), and any stamped later;
+        oldest first.
+
+        Anchored on the pool's clock, not on the newest record: records stamped on different
+        clocks (a route's before the first tick, a replayed day's) must not hide each other.
+        """
+        cutoff = until - timedelta(minutes=minutes)
         # "#~" sorts after every "<time>#<kind>#<id>" of that same instant: the cutoff itself is out.
         records: list[dict[str, Any]] = []
         try:
@@ -204,7 +209,7 @@ class StateStore:
         return f"{sort_key_time(record.at)}#{record.kind}#{record.fixed_id or uuid.uuid4().hex[:12]}"
 
     def _record_item(self, record: Record) -> dict[str, Any]:
-        expires = record.at + timedelta(days=self.ttl_days)
+        expires = self._wall_clock() + timedelta(days=self.ttl_days)
         return {
             "pk": {"S": self._history_pk},
             "sk": {"S": self._record_sk(record)},

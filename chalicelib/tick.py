@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import predictive
+from chalicelib import clock, predictive
+from chalicelib.clock import WallClock
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.lifecycle import Timeouts, observe
@@ -72,8 +73,8 @@ class TickDeps:
     ec2: Ec2Nodes
     metrics: PoolMetrics
     notifier: Notifier | None = None
-    # Only to stamp ``Pool.last_tick_wall``; no rule reads it.
-    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Stamps ``Pool.last_tick_wall`` and reads writers' leases; no scaling rule reads it.
+    wall_clock: WallClock = clock.wall_clock
     # Decides instead of the config's ``policy`` (the benchmark's baselines); None in service.
     policy: Policy | None = None
 

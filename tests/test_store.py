@@ -44,7 +44,7 @@ def test_config_writes_are_versioned(store: StateStore) -> None:
         store.save_config({**default_config(), "auto_mode": True}, 0, record)
     config, version = store.load_config()
     assert config["auto_mode"] is False and version == 1
-    assert [r["kind"] for r in store.history(60)] == ["config"]
+    assert [r["kind"] for r in store.history(60, T0)] == ["config"]
 
 
 def test_a_lost_race_writes_no_history_record(store: StateStore) -> None:
@@ -52,7 +52,7 @@ def test_a_lost_race_writes_no_history_record(store: StateStore) -> None:
     stale = Pool()  # version 0, but the table is at 1 now
     with pytest.raises(VersionConflictError):
         store.save_pool(stale.with_nodes([Node("i-0123456789abcdef0", LAUNCHING)]), _membership(T0))
-    assert store.history(60) == []
+    assert store.history(60, T0) == []
     assert store.load_pool().nodes == ()
 
 
@@ -72,20 +72,28 @@ def _membership(at: datetime) -> Record:
     return membership_record(at, change="replace", reason="test")
 
 
-def test_history_is_the_window_up_to_the_newest_record_oldest_first(store: StateStore) -> None:
+def test_history_is_the_window_up_to_the_pool_clock_and_anything_later(store: StateStore) -> None:
     for minute in (0, 30, 59, 60, 61, 120):
         store.add_record(_membership(T0 + timedelta(minutes=minute)))
-    times = [record["time"] for record in store.history(60)]
-    # newest is 14:00; the window is (13:00, 14:00]
-    assert times == ["2026-11-26T13:01:00Z", "2026-11-26T14:00:00Z"]
-    assert len(store.history(120)) == 5
-    assert len(store.history(121)) == 6
+    until = T0 + timedelta(minutes=61)
+    times = [record["time"] for record in store.history(60, until)]
+    # the window is (12:01, 13:01], and 14:00 is stamped later: in too, oldest first
+    assert times == [
+        "2026-11-26T12:30:00Z",
+        "2026-11-26T12:59:00Z",
+        "2026-11-26T13:00:00Z",
+        "2026-11-26T13:01:00Z",
+        "2026-11-26T14:00:00Z",
+    ]
+    assert len(store.history(61, until)) == 5
+    assert len(store.history(62, until)) == 6
 
 
-def test_history_records_expire_through_ttl(store: StateStore) -> None:
-    store.add_record(_membership(T0))
+def test_history_records_expire_on_the_wall_clock_whatever_clock_stamped_them(moto: None) -> None:
+    wall = datetime(2031, 5, 4, 3, 2, 1, tzinfo=UTC)
+    StateStore(TABLE, "default", wall_clock=lambda: wall).add_record(_membership(T0))
     (item,) = [item for item in table_items() if item["pk"]["S"].endswith("#history")]
-    assert int(item["expires_at"]["N"]) == int((T0 + timedelta(days=30)).timestamp())
+    assert int(item["expires_at"]["N"]) == int((wall + timedelta(days=30)).timestamp())
     assert json.loads(item["data"]["S"])["time"] == "2026-11-26T12:00:00Z"
 
 
@@ -93,7 +101,7 @@ def test_two_config_writers_interleaving_on_dynamodb_both_survive(store: StateSt
     interleaved = run_two_writers(store)
     assert interleaved.loads == 3
     assert_both_updates_survive(store)
-    assert len([r for r in store.history(60) if r["kind"] == "config"]) == 2
+    assert len([r for r in store.history(60, T0) if r["kind"] == "config"]) == 2
 
 
 class NaiveStore(StateStore):
@@ -134,5 +142,5 @@ def test_a_throttled_write_loses_nothing_and_is_a_dependency_error(store: StateS
 def test_pools_are_kept_apart(moto: None) -> None:
     a, b = StateStore(TABLE, "a"), StateStore(TABLE, "b")
     a.save_pool(Pool(nodes=(Node("i-0123456789abcdef0", IN_SERVICE),)), _membership(T0))
-    assert b.load_pool().nodes == () and b.history(60) == []
+    assert b.load_pool().nodes == () and b.history(60, T0) == []
     assert a.load_pool().pool_size == 1
