@@ -19,6 +19,7 @@ LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"
 # EC2's words for "not this instance type here now": try the next one in NODE_INSTANCE_TYPES.
 CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InstanceLimitExceeded", "Unsupported")
 DEFAULT_INSTANCE_TYPE = "t3.micro"
+INSTANCE_PROFILE_ARN_PART = ":instance-profile/"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Instance:
     launched_at: str | None
     pool: str | None  # the value of the pool tag, if any
     launch_token: str | None = None
+    instance_profile_arn: str | None = None  # the ARN of the attached instance profile, if any
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Instance:
@@ -45,7 +47,34 @@ class Instance:
             launched_at=launch_time.strftime("%Y-%m-%dT%H:%M:%SZ") if launch_time else None,
             pool=tags.get(POOL_TAG_KEY),
             launch_token=tags.get(LAUNCH_TOKEN_TAG),
+            instance_profile_arn=(data.get("IamInstanceProfile") or {}).get("Arn"),
         )
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What makes an instance a node: the node image, and the node instance profile (a name or
+    an ARN) when one is configured. Both come from the settings, or else the launch template."""
+
+    image_id: str | None
+    instance_profile: str | None = None
+
+    def carries_profile(self, instance: Instance) -> bool:
+        """Whether ``instance`` carries the node instance profile (always, when none is set)."""
+        return self.instance_profile is None or profile_matches(
+            self.instance_profile, instance.instance_profile_arn
+        )
+
+
+def profile_matches(profile: str, arn: str | None) -> bool:
+    """An instance profile ARN against a configured profile: an ARN matches exactly; a bare name
+    matches the ARN's last path segment (``arn:aws:iam::123:instance-profile/some/path/name``)."""
+    if not arn:
+        return False
+    if profile.startswith("arn:"):
+        return arn == profile
+    _, found, path = arn.partition(INSTANCE_PROFILE_ARN_PART)
+    return bool(found) and path.rsplit("/", 1)[-1] == profile
 
 
 class Ec2Nodes:
@@ -100,17 +129,24 @@ class Ec2Nodes:
         except (ClientError, BotoCoreError) as exc:
             raise _dependency_error(exc) from exc
 
-    def node_image_id(self, ami_id: str | None, launch_template: str | None) -> str | None:
-        """The node image: ``NODE_AMI_ID``, or the image of the launch template's default version."""
-        if ami_id:
-            return ami_id
-        if not launch_template:
-            return None
+    def node_identity(self, spec: LaunchSpec) -> NodeIdentity:
+        """The node image and instance profile a launch would use: ``NODE_AMI_ID`` and
+        ``NODE_INSTANCE_PROFILE``, each else the launch template's default version (one call,
+        made only when the template has something to add)."""
+        image, profile = spec.ami_id, spec.instance_profile
+        if spec.launch_template and not (image and profile):
+            data = self._template_data(spec.launch_template)
+            template_profile = data.get("IamInstanceProfile") or {}
+            image = image or data.get("ImageId")
+            profile = profile or template_profile.get("Arn") or template_profile.get("Name")
+        return NodeIdentity(image_id=image or None, instance_profile=profile or None)
+
+    def _template_data(self, launch_template: str) -> dict[str, Any]:
         key = "LaunchTemplateId" if launch_template.startswith("lt-") else "LaunchTemplateName"
         versions = self._call(
             "describe_launch_template_versions", **{key: launch_template}, Versions=["$Default"]
         )["LaunchTemplateVersions"]
-        return versions[0]["LaunchTemplateData"].get("ImageId") if versions else None
+        return versions[0]["LaunchTemplateData"] if versions else {}
 
     def tag(self, ids: Iterable[str]) -> None:
         ids = list(ids)

@@ -122,7 +122,8 @@ class Membership:
         raise BusyError("the pool kept changing under this request; try again")
 
     def _check_adoptable(self, ids: list[str]) -> dict[str, Instance]:
-        image = self.ec2.node_image_id(self.settings.node_ami_id, self.settings.node_launch_template)
+        identity = self.ec2.node_identity(self.settings.launch)
+        image, profile = identity.image_id, identity.instance_profile
         if image is None:
             raise PoolConflictError(
                 "no node image is configured (NODE_AMI_ID or NODE_LAUNCH_TEMPLATE), "
@@ -138,6 +139,15 @@ class Membership:
                 problems.append(f"{node_id}: instance is {instance.state}, not pending or running")
             elif instance.image_id != image:
                 problems.append(f"{node_id}: image {instance.image_id} is not the node image {image}")
+            elif not identity.carries_profile(instance):
+                # IAM lets the role tag (adopt) only instances with the node profile: refuse
+                # here, naming the instance, rather than let EC2's refusal surface as a 503.
+                carried = instance.instance_profile_arn
+                problems.append(
+                    f"{node_id}: has no instance profile, not the node instance profile {profile}"
+                    if carried is None
+                    else f"{node_id}: instance profile {carried} is not the node instance profile {profile}"
+                )
             elif instance.pool not in (None, self.settings.pool_name):
                 problems.append(f"{node_id}: belongs to pool {instance.pool!r}")
         if problems:

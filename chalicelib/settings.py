@@ -86,9 +86,12 @@ class Settings:
         readiness = (env.get("NODE_READINESS") or "metrics").strip().lower()
         if readiness not in READINESS_MODES:
             raise ValueError(f"NODE_READINESS must be one of {READINESS_MODES}, got {readiness!r}")
+        stage = (env.get("STAGE") or "").strip().lower() or None
         return cls(
             table_name=env.get("TABLE_NAME") or "memcache-scaler",
-            pool_name=env.get("POOL_NAME") or "default",
+            # SPEC: POOL_NAME, else the stage's name (two stages in one account never share a
+            # pool), else "default". The process environment's POOL_NAME wins over the stage.
+            pool_name=(env.get("POOL_NAME") or "").strip() or stage or "default",
             enable_test_endpoints=_flag(env.get("ENABLE_TEST_ENDPOINTS")),
             api_token=env.get("SCALER_API_TOKEN") or None,
             api_token_param=env.get("SCALER_API_TOKEN_PARAM") or None,
@@ -112,5 +115,5 @@ class Settings:
             frontend_notify_secret=env.get("FRONTEND_NOTIFY_SECRET") or None,
             frontend_notify_timeout_seconds=float(env.get("FRONTEND_NOTIFY_TIMEOUT_SECONDS") or 3.0),
             history_ttl_days=int(env.get("HISTORY_TTL_DAYS") or 30),
-            stage=(env.get("STAGE") or "").strip().lower() or None,
+            stage=stage,
         )

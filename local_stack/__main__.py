@@ -61,8 +61,11 @@ def _require_free(port: int, name: str) -> None:
 
 
 def _set_environment(moto_port: int) -> None:
-    """The AWS settings that point this process and its child at the emulator."""
+    """The AWS settings that point this process and its child at the emulator, and the pool's
+    name: set here, once, so that the API (a child), the scheduler and the simulation (this
+    process) all run the same pool whatever each would default to."""
     os.environ["AWS_ENDPOINT_URL"] = f"http://{HOST}:{moto_port}"
+    os.environ["POOL_NAME"] = os.environ.get("POOL_NAME") or STAGE
     # boto3 refuses to sign without credentials; the emulator accepts any.
     defaults = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -136,7 +139,8 @@ def _announce(port: int, moto_port: int) -> None:
         "\n".join(
             [
                 "",
-                f"memcache-scaler local stack (stage {STAGE}, AWS emulator on {HOST}:{moto_port})",
+                f"memcache-scaler local stack (stage {STAGE}, pool {os.environ['POOL_NAME']}, "
+                f"AWS emulator on {HOST}:{moto_port})",
                 f"  URL:       {url}",
                 f"  API token: {token}",
                 f"  try:       curl -H 'Authorization: Bearer {token}' {url}api/scaler/config",
@@ -204,7 +208,7 @@ def _start_simulation(port: int) -> Any:
 
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     simulation = Simulation(
-        pool_name=os.environ.get("POOL_NAME") or "default",
+        pool_name=os.environ["POOL_NAME"],  # set by _set_environment, as for the API
         api_url=f"http://{HOST}:{port}",
         token=os.environ["SCALER_API_TOKEN"],
         start=start,

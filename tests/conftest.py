@@ -30,7 +30,7 @@ REGION = "us-east-1"
 
 @pytest.fixture(autouse=True)
 def environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may reach real AWS: fake credentials, no endpoint, a fixed region."""
+    """No test may reach real AWS: fake credentials, no endpoint, a fixed region, pool `default`."""
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -39,7 +39,9 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCALER_API_TOKEN", TOKEN)
     monkeypatch.setenv("NODE_AMI_ID", NODE_AMI)
     monkeypatch.setenv("TABLE_NAME", TABLE)
-    monkeypatch.delenv("POOL_NAME", raising=False)
+    # The test client applies the dev stage's STAGE=dev, and the pool would be named after it:
+    # the tests name theirs, as the local stack does (tests/test_stages.py unsets it).
+    monkeypatch.setenv("POOL_NAME", "default")
     aws.reset_clients()
 
 

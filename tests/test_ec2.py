@@ -10,6 +10,7 @@ from botocore.stub import Stubber
 
 from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import DependencyError
+from chalicelib.settings import LaunchSpec
 from tests.conftest import NODE_AMI, REGION, instance_states, run_instances
 
 
@@ -53,9 +54,10 @@ def test_node_image_comes_from_the_ami_or_the_launch_template(ec2: Any) -> None:
         LaunchTemplateName="memcache-node", LaunchTemplateData={"ImageId": "ami-03cf127a"}
     )
     nodes = Ec2Nodes("default")
-    assert nodes.node_image_id("ami-1", "memcache-node") == "ami-1"
-    assert nodes.node_image_id(None, "memcache-node") == "ami-03cf127a"
-    assert nodes.node_image_id(None, None) is None
+    image = nodes.node_identity
+    assert image(LaunchSpec(ami_id="ami-1", launch_template="memcache-node")).image_id == "ami-1"
+    assert image(LaunchSpec(launch_template="memcache-node")).image_id == "ami-03cf127a"
+    assert image(LaunchSpec()).image_id is None
 
 
 def test_ec2_failures_become_dependency_errors(moto: None) -> None:

@@ -30,6 +30,7 @@ FUNCTIONS = {"api_handler": "APIHandler", "scale": "Scale"}  # Chalice name -> l
 EMF_NAMESPACE = "MemcacheScaler"
 EMF_METRICS = {"MissRate", "PoolSize", "ScalingActions", "TickDurationMs", "NotificationFailures"}
 INSTANCE_ARN = "arn:aws:ec2:*:*:instance/*"
+NODE_ROLE = "memcache-scaler-node"  # the node role, and the instance profile that holds it
 
 # What each function calls, read off the code (chalicelib/*.py): the policy allows exactly this.
 # DynamoDB's TransactWriteItems is authorised as the PutItem of each item (no IAM action of its own).
@@ -246,7 +247,9 @@ def test_policy_allows_what_the_function_calls_and_nothing_else(
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: str, function: str) -> None:
     policy = _policy(templates[stage], function)
+    # The pool the deployed functions run: the stage's environment alone (no POOL_NAME there).
     pool = Settings.from_env(_stage_env(stage)).pool_name
+    assert pool == _stage_env(stage).get("POOL_NAME", stage), "the pool is named after the stage"
     request_tag, resource_tag = f"aws:RequestTag/{POOL_TAG_KEY}", f"ec2:ResourceTag/{POOL_TAG_KEY}"
 
     # Launch: allowed with the resources a launch touches, denied for any instance whose request
@@ -267,6 +270,17 @@ def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: 
     (adopt,) = [s for s in tagging if s not in at_launch]
     assert adopt["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": [POOL_TAG_KEY]}
     assert adopt["Condition"]["StringEqualsIfExists"] == {resource_tag: pool}
+    # Adoption tags (and so may later terminate) only instances that run as a node: those with
+    # the node role's instance profile. The image has no IAM key; the code checks it.
+    assert adopt["Condition"]["ArnLike"] == {
+        "ec2:InstanceProfile": f"arn:aws:iam::*:instance-profile/{NODE_ROLE}"
+    }
+    assert set(adopt["Condition"]) == {
+        "StringEquals",
+        "ForAllValues:StringEquals",
+        "StringEqualsIfExists",
+        "ArnLike",
+    }
 
     # Untag and terminate only instances that carry the pool's tag.
     for action in ("ec2:DeleteTags", "ec2:TerminateInstances"):
@@ -281,6 +295,7 @@ def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: 
     # The node role only, and only to EC2.
     (pass_role,) = _statements(policy, "iam:PassRole")
     assert re.fullmatch(r"arn:aws:iam::\*:role/[\w+=,.@-]+", pass_role["Resource"])
+    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{NODE_ROLE}"
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
 
 
@@ -326,10 +341,14 @@ def test_stage_policies_differ_only_in_the_stage_and_xray() -> None:
         policy["Statement"] = [s for s in policy["Statement"] if not set(_list(s["Action"])) <= XRAY_ACTIONS]
         return policy
 
+    pools = {stage: Settings.from_env(_stage_env(stage)).pool_name for stage in STAGES}
+    assert pools["dev"] != pools["prod"], "dev and prod in one account must not share a pool"
     for function in FUNCTIONS:
         dev, prod = untraced(_policy_file("dev", function)), untraced(_policy_file("prod", function))
         as_prod = json.dumps(dev).replace("memcache-scaler-dev", "memcache-scaler-prod")
         as_prod = as_prod.replace("/memcache-scaler/dev/", "/memcache-scaler/prod/")
+        # The pool tag's value: every JSON string that is exactly the dev pool's name.
+        as_prod = as_prod.replace(json.dumps(pools["dev"]), json.dumps(pools["prod"]))
         assert json.loads(as_prod) == prod, function
     referenced = {_policy_file(stage, function).name for stage in STAGES for function in FUNCTIONS}
     assert referenced == {path.name for path in CHALICE_DIR.glob("policy-*.json")}

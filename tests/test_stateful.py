@@ -28,6 +28,7 @@ ENV = {
     "AWS_DEFAULT_REGION": REGION,
     "SCALER_API_TOKEN": TOKEN,
     "NODE_AMI_ID": NODE_AMI,
+    "POOL_NAME": "default",  # not the dev stage's name: the machine's store is pool "default"
     "NODE_READINESS": "running",
     "FRONTEND_NOTIFY_TIMEOUT_SECONDS": "0.2",
 }
