@@ -25,4 +25,4 @@ app.register_blueprint(api)
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def scale(event: CloudWatchEvent) -> dict[str, Any]:
     """Every minute: read the miss rate, decide, resize the pool, record why."""
-    return scheduled_tick(event.time)
+    return scheduled_tick(event.time, event.context)

@@ -23,7 +23,7 @@ from chalicelib.errors import ValidationError
 from chalicelib.http import handle_errors
 from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.membership import Membership, parse_cache_pool_ids
-from chalicelib.notifier import notifier_for
+from chalicelib.notifier import Deadline, last_delivered, notifier_for
 from chalicelib.pages import instances_page
 from chalicelib.pool import Pool, describe_nodes
 from chalicelib.settings import Settings
@@ -35,6 +35,8 @@ api = Blueprint(__name__)
 DEFAULT_HISTORY_MINUTES = 60
 MAX_HISTORY_MINUTES = 7 * 24 * 60
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
+# API Gateway answers 504 after 29 s, whatever the function's own timeout.
+REQUEST_SECONDS = 25.0
 
 
 def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -62,9 +64,26 @@ def _store(settings: Settings) -> StateStore:
     return StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days)
 
 
+def _deadline() -> Deadline:
+    """What is left of this request: the function's time, within API Gateway's 29 s."""
+    return Deadline.of_invocation(api.current_request.lambda_context, cap_seconds=REQUEST_SECONDS)
+
+
 def _membership(settings: Settings) -> Membership:
     store, ec2 = _store(settings), Ec2Nodes(settings.pool_name)
-    return Membership(store, ec2, settings, pool_clock, notifier_for(settings))
+    return Membership(store, ec2, settings, pool_clock, notifier_for(settings), deadline=_deadline())
+
+
+def _tick_deps() -> TickDeps:
+    return TickDeps.from_settings(_settings(), _deadline())
+
+
+def _cache_list(pool: Pool) -> dict[str, Any]:
+    return {
+        "cache_pool_ids": pool.cache_pool_ids,
+        "nodes": describe_nodes(pool),
+        "sequence": last_delivered(pool),
+    }
 
 
 def _body() -> tuple[list[tuple[str, Any]], bool]:
@@ -130,16 +149,14 @@ def post_config() -> dict[str, Any]:
 
 @route("/api/scaler/cache_list", methods=["GET"])
 def get_cache_list() -> dict[str, Any]:
-    pool = _store(_settings()).load_pool()
-    return {"cache_pool_ids": pool.cache_pool_ids, "nodes": describe_nodes(pool)}
+    return _cache_list(_store(_settings()).load_pool())
 
 
 @route("/api/scaler/cache_list", methods=["POST"])
 def post_cache_list() -> dict[str, Any]:
     pairs, from_form = _body()
     ids = parse_cache_pool_ids(pairs, from_form=from_form)
-    pool = _membership(_settings()).replace(ids, source_ip=_source_ip())
-    return {"cache_pool_ids": pool.cache_pool_ids, "nodes": describe_nodes(pool)}
+    return _cache_list(_membership(_settings()).replace(ids, source_ip=_source_ip()))
 
 
 @route("/api/scaler/list", methods=["GET", "POST"], content_types=ACCEPTED_CONTENT_TYPES)
@@ -162,15 +179,14 @@ def terminate_all() -> dict[str, Any]:
 def post_set_test_miss_rate() -> dict[str, Any]:
     pairs, from_form = _body()
     rate = parse_test_miss_rate(single_valued(pairs), from_form=from_form)
-    deps = TickDeps.from_settings(_settings())
-    return set_test_miss_rate(deps, rate, clock=pool_clock, source_ip=_source_ip())
+    return set_test_miss_rate(_tick_deps(), rate, clock=pool_clock, source_ip=_source_ip())
 
 
 @route("/api/scaler/resize", methods=["POST"])
 def post_resize() -> dict[str, Any]:
     pairs, from_form = _body()
     target = parse_target_size(single_valued(pairs), from_form=from_form)
-    return resize(TickDeps.from_settings(_settings()), target, clock=pool_clock, source_ip=_source_ip())
+    return resize(_tick_deps(), target, clock=pool_clock, source_ip=_source_ip())
 
 
 @route("/api/poolsize/change", methods=["POST"])

@@ -100,6 +100,10 @@ class Ec2Nodes:
             instance.id: instance for instance in self._describe([{"Name": "instance-id", "Values": ids}])
         }
 
+    def alive(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` that still exist for the pool (pending, running, stopping, stopped)."""
+        return {node_id for node_id, instance in self.describe(ids).items() if instance.state in LIVE_STATES}
+
     def list_pool_instances(self) -> list[Instance]:
         """Every instance tagged for this pool that has not been terminated."""
         return self._describe(

@@ -1,9 +1,11 @@
 """Step 1 of the tick, pure: bring the pool's view up to date with EC2 and the metrics.
 
 Launching nodes become in service when ready; launches and drains that took too long end;
-nodes EC2 no longer reports leave the list; tagged instances nobody listed (a crash between
-RunInstances and the state write that no plan accounts for) are terminated at the second tick
-that sees them; dead or silent nodes are named for replacement. Nothing here calls AWS.
+without a front-end to tell, drains still waiting for their decrease end at once; nodes EC2 no
+longer reports leave the list (in-service ones to be replaced); tagged instances nobody listed
+(a crash between RunInstances and the state write that no plan accounts for) are terminated at
+the second tick that sees them; dead or silent nodes are named for replacement. Nothing here
+calls AWS.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Observed:
     expired: list[str] = field(default_factory=list)
     # In-service nodes that should be replaced, with why, worst first.
     unhealthy: list[tuple[str, str]] = field(default_factory=list)
+    # In-service nodes EC2 no longer reports (terminated out of band): gone, to be replaced.
+    vanished: list[str] = field(default_factory=list)
 
 
 def _age_seconds(since: str, now: datetime) -> float:
@@ -58,8 +62,14 @@ def observe(
     *,
     planned_tokens: frozenset[str] = frozenset(),
     impaired: frozenset[str] = frozenset(),
+    notify: bool = True,
 ) -> Observed:
-    """The pool as of tick time ``now``, and what changed to make it so."""
+    """The pool as of tick time ``now``, and what changed to make it so.
+
+    ``notify`` False: no front-end is configured (any more), so nobody is left to tell what is
+    queued, and drains that wait for their decrease end at once (SPEC: without
+    ``FRONTEND_NOTIFY_URL`` nodes are terminated at once).
+    """
     stamp = iso(now)
     result = Observed(pool)
     nodes = [
@@ -67,9 +77,30 @@ def observe(
         for node in (_node(n, instances, traffic, now, stamp, timeouts, result) for n in pool.nodes)
         if node
     ]
+    if not notify:
+        nodes = _end_stranded_drains(nodes, result)
+        if pool.outbox:
+            result.events.append(
+                f"FRONTEND_NOTIFY_URL is unset: {len(pool.outbox)} queued notification(s) dropped"
+            )
     orphans = _orphans(pool, instances, now, stamp, planned_tokens, result)
     _unhealthy(nodes, instances, traffic, now, timeouts, impaired, result)
-    return replace(result, pool=replace(pool.with_nodes(nodes), orphans=orphans or None))
+    observed = replace(pool.with_nodes(nodes), orphans=orphans or None)
+    return replace(result, pool=observed if notify else replace(observed, outbox=()))
+
+
+def _end_stranded_drains(nodes: list[Node], result: Observed) -> list[Node]:
+    kept = []
+    for node in nodes:
+        if node.state == DRAINING and not node.drain_delivered:
+            result.expired.append(node.id)
+            result.events.append(
+                f"{node.id} was draining, its decrease never delivered, and FRONTEND_NOTIFY_URL "
+                "is unset: terminated at once"
+            )
+        else:
+            kept.append(node)
+    return kept
 
 
 def _node(
@@ -86,7 +117,11 @@ def _node(
     if node.since is None and not (node.state == DRAINING and not node.drain_delivered):
         node = replace(node, since=stamp)
     if instance is None and node.state != LAUNCHING:
-        result.events.append(f"{node.id} ({node.state}) is no longer reported by EC2: removed")
+        if node.state == IN_SERVICE:
+            result.vanished.append(node.id)
+            result.events.append(f"{node.id} is no longer reported by EC2: removed, to be replaced")
+        else:
+            result.events.append(f"{node.id} ({node.state}) is no longer reported by EC2: removed")
         return None
     if node.state == LAUNCHING:
         ready = (
@@ -126,6 +161,7 @@ def _orphans(
 ) -> dict[str, str]:
     """Tagged instances nobody accounts for: first seen now, or terminated when seen before."""
     accounted = {node.id for node in pool.nodes} | set(pool.pending_untag) | set(pool.pending_tag)
+    accounted |= set(pool.terminating)
     seen_before = pool.orphans or {}
     orphans: dict[str, str] = {}
     for instance in instances.values():

@@ -7,8 +7,7 @@ launch get their launch age stamped by the next tick.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chalicelib.config import MAX_NODES, Field, parse_patch
@@ -17,15 +16,18 @@ from chalicelib.membership import settle_tags
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.pool import Pool
 from chalicelib.records import iso
-from chalicelib.scaling import finish, make_plan, plan_acts, refuse_if_held
+from chalicelib.scaling import (
+    apply_in_one_write,
+    claim,
+    finish,
+    make_plan,
+    needs_ec2,
+    plan_acts,
+    refuse_if_held,
+)
 from chalicelib.tick import TickDeps, by_launch_token
 
 _ATTEMPTS = 5
-
-
-def _wall() -> str:
-    return datetime.now(UTC).isoformat()
-
 
 Decide = Callable[[Mapping[str, Any], Pool], Decision]
 Clock = Callable[[Pool], datetime]
@@ -82,9 +84,9 @@ def _resize(
 ) -> dict[str, Any]:
     for _ in range(_ATTEMPTS):
         config, _, pool = deps.store.load_state()
-        pool = settle_tags(deps.store, deps.ec2, pool)
+        pool = settle_tags(deps.store, deps.ec2, pool, strict=False)
         now = clock(pool)
-        refuse_if_held(pool)
+        refuse_if_held(pool, deps.wall_clock())
         if pool.pending_plan is not None:
             by_token = by_launch_token({i.id: i for i in deps.ec2.list_pool_instances()})
             pool, _ = finish(
@@ -96,6 +98,7 @@ def _resize(
                 at=now,
                 source_ip=source_ip,
                 notifier=deps.notifier,
+                deadline=deps.deadline,
             )
         decision = rule(config, pool)
         summary = {"time": iso(now), "miss_rate": miss_rate, **decision.to_dict()}
@@ -110,10 +113,20 @@ def _resize(
             recent_miss_rates=pool.recent_miss_rates,
             notify=deps.notifier is not None,
         )
-        if not plan_acts(plan):
+        if not plan_acts(plan, pool):
             return summary
         try:
-            ahead = deps.store.save_pool(replace(pool, pending_plan={**plan, "claimed_at": _wall()}))
+            if not needs_ec2(plan, pool):
+                return apply_in_one_write(
+                    deps.store,
+                    pool,
+                    plan,
+                    at=now,
+                    source_ip=source_ip,
+                    notifier=deps.notifier,
+                    deadline=deps.deadline,
+                )[1]
+            ahead = deps.store.save_pool(claim(pool, plan, deps.wall_clock()))
         except VersionConflictError:
             continue
         return finish(
@@ -125,5 +138,6 @@ def _resize(
             at=now,
             source_ip=source_ip,
             notifier=deps.notifier,
+            deadline=deps.deadline,
         )[1]
     raise BusyError("the pool kept changing under this request; try again")

@@ -1,9 +1,9 @@
 """Membership changes made through the API: set the node list, terminate all, list instances.
 
-Order of work, so that a failure loses no node: the table is written first (with the tag work
-it implies recorded on the pool), then EC2 is told; a failed tag call answers 503 and the next
-writer finishes the recorded work. Instances are only ever released (untagged), never
-terminated, when the manager-app drops them from the list.
+Write first, act second, so that a failure loses no node: the table is written first (with the
+tag work or the terminations it implies recorded on the pool), then EC2 is told; a failed EC2
+call answers 503 and the next writer (or tick) finishes the recorded work. Instances are only
+ever released (untagged), never terminated, when the manager-app drops them from the list.
 """
 
 from __future__ import annotations
@@ -14,19 +14,22 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from chalicelib.clock import WallClock, wall_clock
 from chalicelib.config import MAX_NODES
-from chalicelib.ec2 import LIVE_STATES, Ec2Nodes, Instance
+from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import (
     BusyError,
+    DependencyError,
     PoolConflictError,
     UnknownNodeError,
     ValidationError,
     VersionConflictError,
 )
-from chalicelib.notifier import Notifier, announce, awaiting_notice
+from chalicelib.notifier import Deadline, Notifier, announce, awaiting_notice
+from chalicelib.observability import logger
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import membership_record
-from chalicelib.scaling import notify, refuse_if_held
+from chalicelib.scaling import end_terminating, notify, refuse_if_held
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 
@@ -76,12 +79,17 @@ class Membership:
         settings: Settings,
         clock: Callable[[Pool], datetime],
         notifier: Notifier | None = None,
+        *,
+        wall_clock: WallClock = wall_clock,
+        deadline: Deadline | None = None,
     ) -> None:
         self.store = store
         self.ec2 = ec2
         self.settings = settings
         self.clock = clock
         self.notifier = notifier
+        self.wall_clock = wall_clock
+        self.deadline = deadline
 
     # -- cache_list POST ------------------------------------------------------------------
 
@@ -89,8 +97,11 @@ class Membership:
         """Make ``ids`` the pool, in that order: adopt new ones, release dropped ones."""
         instances = self._check_adoptable(ids)
         for _ in range(_ATTEMPTS):
-            pool = self._settle_tags(self.store.load_pool())
-            refuse_if_held(pool)
+            pool = settle_tags(self.store, self.ec2, self.store.load_pool(), strict=False)
+            refuse_if_held(pool, self.wall_clock())
+            ending = [node_id for node_id in ids if node_id in pool.terminating]
+            if ending:
+                raise ValidationError(f"being terminated by the pool, cannot be adopted: {', '.join(ending)}")
             adopted = [node_id for node_id in ids if pool.node(node_id) is None]
             released = [node.id for node in pool.nodes if node.id not in ids]
             nodes = [self._member(pool.node(node_id), instances[node_id]) for node_id in ids]
@@ -106,7 +117,8 @@ class Membership:
             )
             changed = pool.with_nodes(
                 nodes,
-                pending_tag=tuple(adopted),
+                # Tag work still owed for nodes that stay listed is kept, not forgotten.
+                pending_tag=(*[i for i in pool.pending_tag if i in ids and i not in adopted], *adopted),
                 pending_untag=(*pool.pending_untag, *released),
                 recent_miss_rates=(),
             )
@@ -118,7 +130,10 @@ class Membership:
                 saved = self.store.save_pool(changed, record)
             except VersionConflictError:
                 continue
-            return self._settle_tags(notify(self.store, saved, self.notifier, None))
+            # The new list stands; a tag call that fails here answers 503, and the owed work is
+            # finished by the next writer (a retry of this request does it at once).
+            told = notify(self.store, saved, self.notifier, None, self.deadline)
+            return settle_tags(self.store, self.ec2, told)
         raise BusyError("the pool kept changing under this request; try again")
 
     def _check_adoptable(self, ids: list[str]) -> dict[str, Instance]:
@@ -171,16 +186,18 @@ class Membership:
     # -- terminate_all (test endpoint) ----------------------------------------------------
 
     def terminate_all(self, *, source_ip: str) -> list[str]:
-        """Terminate every live instance of the pool, listed or only tagged, and empty the list."""
+        """Terminate every live instance of the pool, listed or only tagged, and empty the list.
+
+        Released nodes are no longer the pool's: untagged if they may be, and never terminated
+        even while they keep the tag for their undelivered decrease.
+        """
         for _ in range(_ATTEMPTS):
-            # Released instances are no longer ours: untag them first, never terminate them.
-            pool = self._settle_tags(self.store.load_pool())
-            refuse_if_held(pool)
+            pool = settle_tags(self.store, self.ec2, self.store.load_pool(), strict=False)
+            refuse_if_held(pool, self.wall_clock())
+            released = set(pool.pending_untag)
             tagged = [instance.id for instance in self.ec2.list_pool_instances()]
-            candidates = list(dict.fromkeys([*pool.live_ids, *tagged]))
-            alive = self.ec2.describe(candidates)
-            doomed = [i for i in candidates if i in alive and alive[i].state in LIVE_STATES]
-            self.ec2.terminate(doomed)
+            candidates = [i for i in dict.fromkeys([*pool.live_ids, *tagged]) if i not in released]
+            doomed = sorted(self.ec2.alive(candidates), key=candidates.index)
             if not pool.nodes and not doomed:
                 return []
             record = membership_record(
@@ -190,10 +207,16 @@ class Membership:
                 reason="terminate_all test endpoint",
                 source_ip=source_ip,
             )
+            # The intent first: an empty list and the instances to end, then EC2.
+            intent = replace(
+                pool.with_nodes([], recent_miss_rates=(), pending_plan=None),
+                terminating=tuple(dict.fromkeys([*pool.terminating, *doomed])),
+            )
             try:
-                self.store.save_pool(pool.with_nodes([], recent_miss_rates=(), pending_plan=None), record)
+                saved = self.store.save_pool(intent, record)
             except VersionConflictError:
                 continue
+            end_terminating(self.store, self.ec2, saved)
             return doomed
         raise BusyError("the pool kept changing under this request; try again")
 
@@ -202,19 +225,23 @@ class Membership:
     def confirm_drain(self, ip: str, *, source_ip: str) -> str:
         """Terminate the draining node at ``ip`` and drop it from the list; answer its id.
 
-        A repeated confirmation answers the same id (recent confirmations are remembered).
+        The end is recorded before EC2 is called, so no other writer can take the node back
+        once it may go. A repeated confirmation answers the same id (recent confirmations are
+        remembered), and finishes a termination that EC2 failed the first time.
         """
         for _ in range(_ATTEMPTS):
             pool = self.store.load_pool()
-            if pool.confirmed and ip in pool.confirmed:
-                return pool.confirmed[ip]
-            refuse_if_held(pool)
             node = next((node for node in pool.nodes if node.ip == ip), None)
-            if node is None:
-                raise UnknownNodeError(f"no node of the pool has IP {ip}")
-            if node.state != DRAINING:
+            if node is None or node.state != DRAINING:
+                earlier = (pool.confirmed or {}).get(ip)
+                if earlier is not None:
+                    if earlier in pool.terminating:
+                        end_terminating(self.store, self.ec2, pool)
+                    return earlier
+                if node is None:
+                    raise UnknownNodeError(f"no node of the pool has IP {ip}")
                 raise PoolConflictError(f"{node.id} at {ip} is {node.state}, not draining")
-            self.ec2.terminate([node.id])
+            refuse_if_held(pool, self.wall_clock())
             confirmed = {**(pool.confirmed or {}), ip: node.id}
             record = membership_record(
                 self.clock(pool),
@@ -223,12 +250,12 @@ class Membership:
                 reason=f"the front-end confirmed {node.id} at {ip} may go: terminated",
                 source_ip=source_ip,
             )
-            remaining = [other for other in pool.nodes if other.id != node.id]
             trimmed = dict(list(confirmed.items())[-_CONFIRMED_KEPT:])
             try:
-                self.store.save_pool(replace(pool.with_nodes(remaining), confirmed=trimmed), record)
+                saved = self.store.save_pool(replace(pool.ending([node.id]), confirmed=trimmed), record)
             except VersionConflictError:
                 continue
+            end_terminating(self.store, self.ec2, saved)
             return node.id
         raise BusyError("the pool kept changing under this request; try again")
 
@@ -254,25 +281,31 @@ class Membership:
             )
         return rows
 
-    def _settle_tags(self, pool: Pool) -> Pool:
-        return settle_tags(self.store, self.ec2, pool)
 
 
-def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool) -> Pool:
+def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool, *, strict: bool = True) -> Pool:
     """Carry out the tag work recorded on ``pool`` and record that it is done.
 
-    A released node whose ``decrease`` is still undelivered keeps its tag until it is.
+    A released node whose ``decrease`` is still undelivered keeps its tag until it is. With
+    ``strict`` False an EC2 failure leaves the work owed and answers ``pool``: writers settle
+    first, and owed tag work that EC2 keeps refusing (an IAM policy, say) must not stop every
+    tick and every route, the one that would drop that node from the list included.
     """
     waiting = awaiting_notice(pool)
     untag = [node_id for node_id in pool.pending_untag if node_id not in waiting]
     if not pool.pending_tag and not untag:
         return pool
-    existing = ec2.describe([*pool.pending_tag, *untag])
-    ec2.tag(_present(pool.pending_tag, existing))
-    ec2.untag(_present(untag, existing))
+    try:
+        existing = ec2.describe([*pool.pending_tag, *untag])
+        ec2.tag(_present(pool.pending_tag, existing))
+        ec2.untag(_present(untag, existing))
+    except DependencyError as exc:
+        if strict:
+            raise
+        logger.warning("tag work stays owed", extra={"error": str(exc)})
+        return pool
     still_waiting = tuple(node_id for node_id in pool.pending_untag if node_id in waiting)
-    untag_after = {k: v for k, v in (pool.untag_after or {}).items() if k in still_waiting} or None
-    settled = replace(pool, pending_tag=(), pending_untag=still_waiting, untag_after=untag_after)
+    settled = replace(pool, pending_tag=(), pending_untag=still_waiting)
     try:
         return store.save_pool(settled)
     except VersionConflictError:

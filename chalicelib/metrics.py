@@ -53,6 +53,16 @@ class NodeTraffic:
     # published no curve in the window (or it was not asked for).
     within: tuple[float, ...] | None = None
 
+    @property
+    def impossible(self) -> str | None:
+        """Why these sums cannot be a window's traffic (a restarted memcached, a broken
+        publisher), or None when they can."""
+        if self.gets < 0 or self.hits < 0:
+            return "negative figures"
+        if self.hits > self.gets:
+            return "more hits than GET requests"
+        return None
+
 
 @dataclass(frozen=True)
 class PoolTraffic:
@@ -60,6 +70,19 @@ class PoolTraffic:
 
     def of(self, node_id: str) -> NodeTraffic:
         return self.nodes.get(node_id, NodeTraffic())
+
+    def sound(self) -> tuple[PoolTraffic, dict[str, str]]:
+        """The traffic with every impossible window left out, as if that node had published
+        nothing in it (SPEC), and why each was left out. When it last published is kept: the
+        node is alive, its figures are not."""
+        left_out = {node: traffic.impossible for node, traffic in self.nodes.items() if traffic.impossible}
+        if not left_out:
+            return self, {}
+        kept = {
+            node: NodeTraffic(last_published=traffic.last_published) if node in left_out else traffic
+            for node, traffic in self.nodes.items()
+        }
+        return PoolTraffic(kept), {node: str(why) for node, why in left_out.items()}
 
 
 def miss_rate(

@@ -23,10 +23,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib.observability import count_notification_failure, logger
-from chalicelib.pool import DRAINING, IN_SERVICE, Node, Pool
+from chalicelib.pool import DRAINING, IN_SERVICE, Pool
 from chalicelib.settings import Settings
 
 INCREASE = "increase"
+# What recording a delivery may take after it (one DynamoDB write, with a retry).
+RECORD_SECONDS = 1.0
 DECREASE = "decrease"
 SIGNATURE_HEADER = "X-Scaler-Signature"
 PROD_STAGE = "prod"
@@ -113,12 +115,18 @@ def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> boo
     return any(candidate in net for candidate in candidates for net in _FORBIDDEN_NETWORKS)
 
 
+# The outbox holds at most one notice already numbered (the head: being sent, never changed
+# again) and, behind it, at most one ``decrease`` and one ``increase`` not yet numbered, which
+# absorb every later change. A front-end that stays down for days costs three notices.
+MAX_QUEUED_NOTICES = 3
+
+
 def announce(before: Pool, after: Pool, mode: str) -> Pool:
     """``after`` with the notifications that the change from ``before`` calls for, queued.
 
     A ``decrease`` names nodes newly draining and in-service nodes released from the pool (a
-    swap); released nodes are untagged only once it is delivered (``untag_after``). Then an
-    ``increase`` names nodes newly in service.
+    swap); released nodes keep the pool tag until it is delivered (see :func:`awaiting_notice`).
+    Then an ``increase`` names nodes newly in service.
     """
     kept = {node.id for node in after.nodes}
     was_draining = {node.id for node in before.nodes if node.state == DRAINING}
@@ -126,34 +134,97 @@ def announce(before: Pool, after: Pool, mode: str) -> Pool:
     released = [node for node in before.nodes if node.id not in kept and node.state == IN_SERVICE]
     draining = [n for n in after.nodes if n.state == DRAINING and n.id not in was_draining]
     serving = [n for n in after.nodes if n.state == IN_SERVICE and n.id not in was_in_service]
-    queued, sequence = list(after.outbox), after.sequence
-    untag_after = dict(after.untag_after or {})
-    for change, nodes in ((DECREASE, [*draining, *released]), (INCREASE, serving)):
-        if nodes:
-            sequence += 1
-            queued.append(_notice(after, sequence, change, mode, nodes))
-            if change == DECREASE:
-                untag_after.update({node.id: sequence for node in released})
-    # A released node whose own decrease is still queued waits for that one.
-    for node in before.nodes:
-        if node.id not in kept and node.state == DRAINING and not node.drain_delivered:
-            waiting = [n["sequence"] for n in queued if node.id in {r["id"] for r in n["removing"]}]
-            if waiting:
-                untag_after[node.id] = waiting[0]
-    return replace(after, outbox=tuple(queued), sequence=sequence, untag_after=untag_after or None)
+    notices = [
+        _notice(after, change, mode, nodes)
+        for change, nodes in ((DECREASE, [*draining, *released]), (INCREASE, serving))
+        if nodes
+    ]
+    return enqueue(after, notices) if notices else after
+
+
+def enqueue(pool: Pool, notices: list[dict[str, Any]]) -> Pool:
+    """``pool`` with ``notices`` queued: merged into the notices not yet numbered.
+
+    What is not yet numbered has reached nobody, so it may still change: all of it becomes at
+    most one ``decrease`` (every node leaving, unless it is in service again) and one
+    ``increase`` (every node added, if it is still in service), both with the latest snapshot.
+    A node taken back before its decrease went out needs no decrease at all.
+    """
+    numbered = [notice for notice in pool.outbox if "sequence" in notice]
+    pending = [notice for notice in pool.outbox if "sequence" not in notice] + notices
+    serving = set(pool.in_service_ids)
+    removing = _union(notice["removing"] for notice in pending if notice["change"] == DECREASE)
+    added = _union(notice["added"] for notice in pending if notice["change"] == INCREASE)
+    merged = []
+    for change, listed in (
+        (DECREASE, [node for node in removing if node["id"] not in serving]),
+        (INCREASE, [node for node in added if node["id"] in serving]),
+    ):
+        modes = [notice["mode"] for notice in pending if notice["change"] == change]
+        if listed:
+            merged.append(_notice(pool, change, modes[-1], listed))
+    return _number_head(replace(pool, outbox=(*numbered, *merged)))
+
+
+def _union(groups: Any) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        for node in group:
+            seen.setdefault(node["id"], node)
+    return list(seen.values())
+
+
+def _number_head(pool: Pool) -> Pool:
+    """Number the outbox's head, if it is not numbered yet: it is the next to be sent.
+
+    Numbers are handed out when a notice reaches the head, so they grow by one whatever was
+    merged behind it; the number is stored before the notice is first sent, so a resend after
+    a lost write carries the same number.
+    """
+    if not pool.outbox or "sequence" in pool.outbox[0]:
+        return pool
+    sequence = pool.sequence + 1
+    head = {"sequence": sequence, **pool.outbox[0]}
+    return replace(pool, outbox=(head, *pool.outbox[1:]), sequence=sequence)
+
+
+def delivered(pool: Pool, sequence: int, stamp: str | None) -> Pool:
+    """``pool`` after the front-end answered notice ``sequence`` with a 2xx.
+
+    The notice leaves the outbox and the next one is numbered. A delivered ``decrease`` starts
+    its nodes' drain clock: at ``stamp`` (a tick's T), or, when a route delivered it, at the
+    next tick (routes do not start clocks). Answers ``pool`` itself when that notice is not
+    at the head any more (another writer recorded it).
+    """
+    if not pool.outbox or pool.outbox[0].get("sequence") != sequence:
+        return pool
+    told = {node["id"] for node in pool.outbox[0]["removing"]}
+    nodes = [
+        replace(node, drain_delivered=True, since=stamp)
+        if node.state == DRAINING and node.id in told and not node.drain_delivered
+        else node
+        for node in pool.nodes
+    ]
+    return _number_head(replace(pool.with_nodes(nodes), outbox=pool.outbox[1:]))
 
 
 def awaiting_notice(pool: Pool) -> set[str]:
-    """Released nodes whose decrease is not delivered yet: they keep the pool tag for now."""
-    queued = {notice["sequence"] for notice in pool.outbox}
-    return {node_id for node_id, sequence in (pool.untag_after or {}).items() if sequence in queued}
+    """Nodes named in a queued decrease: a released one keeps the pool tag until it is told."""
+    return {node["id"] for notice in pool.outbox for node in notice["removing"]}
 
 
-def _notice(pool: Pool, sequence: int, change: str, mode: str, nodes: list[Node]) -> dict[str, Any]:
+def last_delivered(pool: Pool) -> int:
+    """The sequence of the last notification the front-end answered (0 before any)."""
+    if pool.outbox and "sequence" in pool.outbox[0]:
+        return int(pool.outbox[0]["sequence"]) - 1
+    return pool.sequence
+
+
+def _notice(pool: Pool, change: str, mode: str, nodes: list[Any]) -> dict[str, Any]:
+    """A notice without its number; ``nodes`` are pool nodes or ``{"id", "ip"}`` dicts."""
     in_service = [node for node in pool.nodes if node.state == IN_SERVICE]
-    listed = [{"id": node.id, "ip": node.ip} for node in nodes]
+    listed = [node if isinstance(node, dict) else {"id": node.id, "ip": node.ip} for node in nodes]
     return {
-        "sequence": sequence,
         "change": change,
         "mode": mode,
         "node_ip": [node.ip for node in in_service],
@@ -161,6 +232,34 @@ def _notice(pool: Pool, sequence: int, change: str, mode: str, nodes: list[Node]
         "added": listed if change == INCREASE else [],
         "removing": listed if change == DECREASE else [],
     }
+
+
+class Deadline:
+    """When an invocation must stop starting slow work: Lambda kills it at its timeout.
+
+    ``seconds`` None means no limit. ``clock`` is monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, seconds: float | None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = None if seconds is None else clock() + seconds
+
+    @classmethod
+    def of_invocation(cls, context: Any, *, cap_seconds: float | None = None) -> Deadline:
+        """The Lambda context's remaining time, cut to ``cap_seconds`` (API Gateway gives a
+        request 29 s whatever the function's timeout); ``cap_seconds`` alone without a context."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        seconds = remaining() / 1000 if remaining is not None else None
+        if cap_seconds is not None:
+            seconds = cap_seconds if seconds is None else min(seconds, cap_seconds)
+        return cls(seconds)
+
+    def left(self) -> float:
+        return float("inf") if self._end is None else self._end - self._clock()
+
+    def allows(self, seconds: float) -> bool:
+        """Is there time for work that may take ``seconds``?"""
+        return self.left() >= seconds
 
 
 Post = Callable[[str, bytes, dict[str, str], float], int]
@@ -219,13 +318,20 @@ class Notifier:
             headers[SIGNATURE_HEADER] = f"sha256={digest}"
         return headers
 
-    def deliver(self, notice: dict[str, Any]) -> bool:
-        """True once the front-end answered 2xx."""
+    def deliver(self, notice: dict[str, Any], deadline: Deadline | None = None) -> bool:
+        """True once the front-end answered 2xx.
+
+        An attempt starts only while ``deadline`` leaves time for it and for recording it.
+        """
         body = json.dumps(notice, separators=(",", ":")).encode()
         last = self.refusal or "no attempt"
         for attempt in range(0 if self.refusal else self.attempts):
+            backoff = min(1.0, self.timeout) * attempt / 2
+            if deadline is not None and not deadline.allows(backoff + self.timeout + RECORD_SECONDS):
+                last = f"{last}; out of time for another attempt"
+                break
             if attempt:
-                self._sleep(min(1.0, self.timeout) * attempt / 2)
+                self._sleep(backoff)
             try:
                 status = self._post(self.url, body, self.headers(body), self.timeout)
             except (OSError, ValueError) as exc:
@@ -240,25 +346,3 @@ class Notifier:
             extra={"sequence": notice.get("sequence"), "change": notice.get("change"), "last": last},
         )
         return False
-
-
-def deliver_outbox(pool: Pool, notifier: Notifier, stamp: str | None) -> Pool:
-    """Deliver queued notifications in order, stopping at the first that fails.
-
-    A delivered ``decrease`` starts its nodes' drain clock: at ``stamp`` (a tick's T), or, when a
-    route delivered it, at the next tick (routes do not start clocks).
-    """
-    queued = list(pool.outbox)
-    delivered_removals: set[str] = set()
-    while queued and notifier.deliver(queued[0]):
-        notice = queued.pop(0)
-        delivered_removals.update(node["id"] for node in notice["removing"])
-    if len(queued) == len(pool.outbox):
-        return pool
-    nodes = [
-        replace(node, drain_delivered=True, since=stamp)
-        if node.state == DRAINING and node.id in delivered_removals
-        else node
-        for node in pool.nodes
-    ]
-    return replace(pool.with_nodes(nodes), outbox=tuple(queued))

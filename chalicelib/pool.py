@@ -61,8 +61,9 @@ class Pool:
     outbox: tuple[dict[str, Any], ...] = ()
     # Drains the front-end confirmed lately: IP → instance id, so that a repeat answers the same.
     confirmed: dict[str, str] | None = None
-    # Released nodes wait for their decrease: id → the notification's sequence.
-    untag_after: dict[str, int] | None = None
+    # Instances the pool decided to end whose termination EC2 has not confirmed yet: no longer
+    # members, still live. Written before TerminateInstances is called, retried until it succeeds.
+    terminating: tuple[str, ...] = ()
     # Tagged instances in no list or plan: id → the tick time that first saw them.
     orphans: dict[str, str] | None = None
     # What a policy keeps between ticks (the predictive policy's recent needs and experience).
@@ -90,7 +91,29 @@ class Pool:
 
     @property
     def live_ids(self) -> list[str]:
+        """Listed nodes (launching, in service, draining): the pool's instances it still uses."""
         return [node.id for node in self.nodes]
+
+    @property
+    def live_count(self) -> int:
+        """Instances that are live for the 8-instance limit: listed ones and those being terminated."""
+        return len(self.nodes) + len(self.terminating)
+
+    def ending(self, ids: list[str] | tuple[str, ...]) -> Pool:
+        """The intent to terminate ``ids``: they leave the list and wait in ``terminating``."""
+        if not ids:
+            return self
+        gone = set(ids)
+        return replace(
+            self,
+            nodes=tuple(node for node in self.nodes if node.id not in gone),
+            terminating=tuple(dict.fromkeys([*self.terminating, *ids])),
+        )
+
+    def ended(self, ids: list[str] | tuple[str, ...] | set[str]) -> Pool:
+        """EC2 confirmed ``ids`` are terminating (or gone): nothing is owed for them any more."""
+        gone = set(ids)
+        return replace(self, terminating=tuple(i for i in self.terminating if i not in gone))
 
     def node(self, node_id: str) -> Node | None:
         return next((node for node in self.nodes if node.id == node_id), None)
@@ -109,7 +132,7 @@ class Pool:
             "outbox": list(self.outbox),
             "confirmed": self.confirmed or {},
             "orphans": self.orphans or {},
-            "untag_after": self.untag_after or {},
+            "terminating": list(self.terminating),
             "policy_memory": self.policy_memory or {},
         }
 
@@ -129,7 +152,7 @@ class Pool:
             outbox=tuple(data.get("outbox", [])),
             confirmed=data.get("confirmed") or None,
             orphans=data.get("orphans") or None,
-            untag_after=data.get("untag_after") or None,
+            terminating=tuple(data.get("terminating", [])),
             policy_memory=data.get("policy_memory") or None,
         )
 

@@ -1,21 +1,31 @@
 """Decide, then apply: turn a decision into a plan, carry it out on EC2, record the outcome.
 
-Shared by the tick and by the routes that resize by hand. A plan is written to the pool
-(``pending_plan``) before EC2 is touched, so a run that dies midway is finished by whoever
-loads the pool next, with the same launch tokens: a launch is never made twice.
+Shared by the tick and by the routes that change the pool. Write first, act second: a plan is
+written to the pool (``pending_plan``, and the nodes it ends moved to ``Pool.terminating``)
+under the version check before EC2 is touched, so a run that dies midway is finished by
+whoever loads the pool next, with the same launch tokens: a launch is never made twice, a
+termination is retried until EC2 confirms it. On EC2, terminations come first and launches
+only into the room that exists: never more than 8 live instances at any call.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chalicelib.config import MAX_NODES
 from chalicelib.ec2 import Ec2Nodes, Instance
-from chalicelib.errors import BusyError, RecordExistsError, ScalerError, VersionConflictError
-from chalicelib.notifier import Notifier, announce, deliver_outbox
+from chalicelib.errors import (
+    BusyError,
+    DependencyError,
+    RecordExistsError,
+    ScalerError,
+    VersionConflictError,
+)
+from chalicelib.notifier import Deadline, Notifier, announce, delivered, enqueue
 from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT, Decision
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import Record, membership_record, tick_record
@@ -51,21 +61,22 @@ def make_plan(
 ) -> dict[str, Any]:
     """The work a decision means. Growing takes draining nodes back first (their cache is warm),
     then launches at the end of the list; shrinking takes the list's tail, which drains when a
-    front-end is to be told (``notify``) and is terminated at once otherwise. ``replacing`` nodes
-    leave the same way and their places are launched anew."""
+    front-end is to be told (``notify``) and is terminated otherwise. ``replacing`` nodes drain
+    the same way, or without a front-end are terminated before their replacements launch."""
     replacing = list(replacing or [])
     members = [node for node in pool.nodes if node.state != DRAINING and node.id not in replacing]
     draining = [node for node in pool.nodes if node.state == DRAINING]
     size, target = len(members), decision.target_size
     take_back = [node.id for node in draining[: max(0, target - size)]] if not replacing else []
     grown = size + len(take_back)
-    # Live instances (draining ones too) never exceed the hard maximum; a drained node still counts.
-    room = MAX_NODES - len(pool.nodes) + (0 if notify else len(replacing))
+    doomed = [node.id for node in members[target:]] if target < size else []
+    # Live instances (draining ones too) never exceed 8 at any EC2 call. Nodes terminated by
+    # this plan are counted out here; the executor launches only into room EC2 confirmed.
+    staying = len(pool.nodes) - (0 if notify else len(replacing) + len(doomed))
     launch = [
         {"token": launch_token(pool_name, label, slot), "slot": slot}
-        for slot in range(grown, min(target, grown + room))
+        for slot in range(grown, min(target, grown + MAX_NODES - staying))
     ]
-    doomed = [*replacing, *([node.id for node in members[target:]] if target < size else [])]
     return {
         "source": source,
         "mode": "automatic" if source == "tick" else "manual",
@@ -75,18 +86,28 @@ def make_plan(
         "summary": summary,
         "take_back": take_back,
         "launch": launch,
-        "drain": doomed if notify else [],
+        "drain": [*replacing, *doomed] if notify else [],
+        # Ended at once: they leave the list, into ``Pool.terminating``, when the plan is written.
         "terminate": [*(expired or []), *([] if notify else doomed)],
+        # Without a front-end a replaced node stays listed until EC2 confirms its end; only
+        # then is its replacement launched, so a failed terminate never makes a ninth node.
+        "replacing": [] if notify else replacing,
         "recent_miss_rates": list(recent_miss_rates),
         "events": list(events or []),
         "policy_memory": policy_memory,
     }
 
 
+def claim(pool: Pool, plan: dict[str, Any], wall_now: datetime) -> Pool:
+    """The plan's intent, to be written before EC2 is called: the plan itself, with a lease
+    while its writer carries it out, and the nodes it ends moved to ``Pool.terminating``."""
+    return replace(pool.ending(plan["terminate"]), pending_plan={**plan, "claimed_at": wall_now.isoformat()})
+
+
 LEASE_SECONDS = 150  # longer than any invocation that writes a plan may run
 
 
-def held_by_another(pool: Pool, wall_now: datetime | None = None) -> bool:
+def held_by_another(pool: Pool, wall_now: datetime) -> bool:
     """A plan written less than a lease ago: its writer may still be carrying it out.
 
     The lease is a wall-clock safety interval, not a scaling rule, so it reads the wall clock.
@@ -95,43 +116,82 @@ def held_by_another(pool: Pool, wall_now: datetime | None = None) -> bool:
     if plan is None or not plan.get("claimed_at"):
         return False
     claimed = datetime.fromisoformat(plan["claimed_at"])
-    return ((wall_now or datetime.now(UTC)) - claimed).total_seconds() < LEASE_SECONDS
+    return (wall_now - claimed).total_seconds() < LEASE_SECONDS
 
 
-def refuse_if_held(pool: Pool) -> None:
+def refuse_if_held(pool: Pool, wall_now: datetime) -> None:
     """Routes that change membership wait for a resize in progress (503 with Retry-After)."""
-    if held_by_another(pool):
+    if held_by_another(pool, wall_now):
         source = (pool.pending_plan or {}).get("source")
         raise BusyError(f"another writer holds the pool ({source} in progress); try again shortly")
 
 
-def plan_acts(plan: dict[str, Any]) -> bool:
-    return bool(plan["launch"] or plan["terminate"] or plan["drain"] or plan["take_back"])
+def plan_acts(plan: dict[str, Any], pool: Pool) -> bool:
+    """Does carrying out ``plan`` on ``pool`` change members or need EC2?"""
+    return needs_ec2(plan, pool) or bool(plan["drain"] or plan["take_back"])
+
+
+def needs_ec2(plan: dict[str, Any], pool: Pool) -> bool:
+    """Must ``plan`` be written as an intent before it is carried out? Instances the pool is
+    still terminating are retried by every plan."""
+    return bool(plan["launch"] or plan["terminate"] or plan.get("replacing") or pool.terminating)
 
 
 @dataclass
 class Outcome:
     added: list[Node] = field(default_factory=list)
+    # Ended: EC2 accepted their termination now, or reports them gone already.
     terminated: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
-def carry_out(
-    plan: dict[str, Any], ec2: Ec2Nodes, settings: Settings, by_token: dict[str, Instance]
-) -> Outcome:
-    """Launch and terminate as planned. A launch whose token already tagged an instance adopts it.
+def terminate_live(ec2: Ec2Nodes, ids: list[str], outcome: Outcome) -> list[str]:
+    """Terminate those of ``ids`` that are still live; answer the ones whose end is not confirmed.
 
-    Failures are reported, not raised: what did happen must still be recorded.
+    Instances already gone count as ended (a run that died after terminating them, or EC2
+    having forgotten them: terminating those again would fail for good).
+    """
+    if not ids:
+        return []
+    try:
+        alive = ec2.alive(ids)
+        ec2.terminate([node_id for node_id in ids if node_id in alive])
+    except ScalerError as exc:
+        outcome.failures.append(f"terminate failed: {exc}")
+        return list(ids)
+    outcome.terminated.extend(ids)
+    return []
+
+
+def carry_out(
+    plan: dict[str, Any], pool: Pool, ec2: Ec2Nodes, settings: Settings, by_token: dict[str, Instance]
+) -> Outcome:
+    """Terminate first, then launch into the room that exists. A launch whose token already
+    tagged an instance adopts it.
+
+    ``pool`` is the pool as claimed. Failures are reported, not raised: what did happen must
+    still be recorded.
     """
     outcome = Outcome()
-    for launch in plan["launch"]:
-        try:
-            instance = by_token.get(launch["token"]) or ec2.launch(
-                launch["token"], settings.launch, launch["slot"]
-            )
-        except ScalerError as exc:
-            outcome.failures.append(f"launch failed: {exc}")
-            break
+    unconfirmed = terminate_live(ec2, list(pool.terminating), outcome)
+    replacing = [node_id for node_id in plan.get("replacing", []) if pool.node(node_id) is not None]
+    still_listed = terminate_live(ec2, replacing, outcome)
+    # A replacement waits for the end of the node it replaces.
+    launches = plan["launch"][: max(0, len(plan["launch"]) - len(still_listed))]
+    live = len(pool.nodes) - len(replacing) + len(still_listed) + len(unconfirmed)
+    live += sum(1 for launch in launches if launch["token"] in by_token)  # made by a run that died
+    for launch in launches:
+        instance = by_token.get(launch["token"])
+        if instance is None:
+            if live >= MAX_NODES:
+                outcome.failures.append(f"launch postponed: {live} instances live, at most {MAX_NODES}")
+                break
+            try:
+                instance = ec2.launch(launch["token"], settings.launch, launch["slot"])
+            except ScalerError as exc:
+                outcome.failures.append(f"launch failed: {exc}")
+                break
+            live += 1
         outcome.added.append(
             Node(
                 id=instance.id,
@@ -143,21 +203,15 @@ def carry_out(
                 token=launch["token"],
             )
         )
-    if plan["terminate"]:
-        try:
-            ec2.terminate(plan["terminate"])
-            outcome.terminated = list(plan["terminate"])
-        except ScalerError as exc:
-            outcome.failures.append(f"terminate failed: {exc}")
     return outcome
 
 
 def apply_outcome(pool: Pool, plan: dict[str, Any], outcome: Outcome) -> Pool:
     """The pool after the plan: whatever else changed it meanwhile is kept."""
-    drain, take_back = set(plan["drain"]), set(plan["take_back"])
+    drain, take_back, ended = set(plan["drain"]), set(plan["take_back"]), set(outcome.terminated)
     nodes = []
     for node in pool.nodes:
-        if node.id in outcome.terminated:
+        if node.id in ended:
             continue
         if node.id in drain and node.state != DRAINING:
             node = replace(node, state=DRAINING, since=None, drain_delivered=False)
@@ -179,7 +233,7 @@ def apply_outcome(pool: Pool, plan: dict[str, Any], outcome: Outcome) -> Pool:
         changes.update(last_tick=plan["time"], last_decision=result_of(plan, outcome))
         if plan.get("policy_memory") is not None:
             changes["policy_memory"] = plan["policy_memory"]
-    after = replace(pool.with_nodes(nodes), **changes)
+    after = replace(pool.with_nodes(nodes).ended(ended), **changes)
     return announce(pool, after, plan["mode"]) if plan["notify"] else after
 
 
@@ -230,18 +284,20 @@ def finish(
     at: datetime,
     source_ip: str | None = None,
     notifier: Notifier | None = None,
+    deadline: Deadline | None = None,
 ) -> tuple[Pool, dict[str, Any]]:
     """Carry out ``pool.pending_plan`` and write the outcome with its records; answer both."""
     plan = pool.pending_plan
     assert plan is not None
-    outcome = carry_out(plan, ec2, settings, by_token)
+    outcome = carry_out(plan, pool, ec2, settings, by_token)
     # A tick's plan is recorded at its own T, even when a later tick finishes it.
     when = datetime.fromisoformat(plan["time"].replace("Z", "+00:00")) if plan["time"] else at
     records = records_of(plan, outcome, when, source_ip)
     current = pool
     for _ in range(_ATTEMPTS):
         if current.pending_plan != plan:
-            return current, result_of(plan, outcome)  # someone finished it meanwhile
+            # Someone finished it meanwhile; what this run ended is still recorded as ended.
+            return record_ended(store, current, outcome.terminated), result_of(plan, outcome)
         try:
             saved = store.save_pool(apply_outcome(current, plan, outcome), *records)
         except RecordExistsError:
@@ -249,22 +305,89 @@ def finish(
         except VersionConflictError:
             current = store.load_pool()
             continue
-        return notify(store, saved, notifier, plan["time"]), result_of(plan, outcome)
+        return notify(store, saved, notifier, plan["time"], deadline), result_of(plan, outcome)
     raise BusyError("the pool kept changing while a resize was being recorded; it will be finished")
 
 
-def notify(store: StateStore, pool: Pool, notifier: Notifier | None, stamp: str | None) -> Pool:
-    """Deliver what the pool has queued for the front-end, and record what went out.
+def apply_in_one_write(
+    store: StateStore,
+    pool: Pool,
+    plan: dict[str, Any],
+    *,
+    at: datetime,
+    source_ip: str | None = None,
+    notifier: Notifier | None = None,
+    deadline: Deadline | None = None,
+    **changes: Any,
+) -> tuple[Pool, dict[str, Any]]:
+    """A plan that needs no EC2 call (drains, take-backs, a tick that holds): the change and its
+    records in one conditional write, then the front-end is told. Raises
+    :class:`VersionConflictError` when another writer came first."""
+    outcome = Outcome()
+    after = replace(apply_outcome(pool, plan, outcome), **changes)
+    saved = store.save_pool(after, *records_of(plan, outcome, at, source_ip))
+    return notify(store, saved, notifier, plan["time"], deadline), result_of(plan, outcome)
 
-    A lost race here only means the same notifications go out again next time, with the same
-    sequence numbers, which the front-end recognises.
+
+def record_ended(store: StateStore, pool: Pool, ids: list[str]) -> Pool:
+    """Write that ``ids`` (instances in ``Pool.terminating``) have ended, whoever wrote meanwhile."""
+    for _ in range(_ATTEMPTS):
+        after = pool.ended(ids)
+        if after.terminating == pool.terminating:
+            return pool
+        try:
+            return store.save_pool(after)
+        except VersionConflictError:
+            pool = store.load_pool()
+    raise BusyError("the pool kept changing while a termination was being recorded; a tick will")
+
+
+def end_terminating(store: StateStore, ec2: Ec2Nodes, pool: Pool) -> Pool:
+    """Terminate what ``pool`` has decided to end (its intent is written), and record it.
+
+    When EC2 fails this raises :class:`DependencyError`; the intent stays written, and the next
+    tick (or a retry of the same request) terminates them.
     """
-    if notifier is None or not pool.outbox:
-        return pool
-    delivered = deliver_outbox(pool, notifier, stamp)
-    if delivered is pool:
-        return pool
-    try:
-        return store.save_pool(delivered)
-    except VersionConflictError:
-        return store.load_pool()
+    outcome = Outcome()
+    unconfirmed = terminate_live(ec2, list(pool.terminating), outcome)
+    pool = record_ended(store, pool, outcome.terminated)
+    if unconfirmed:
+        raise DependencyError(f"{outcome.failures[0]}; it will be retried")
+    return pool
+
+
+def notify(
+    store: StateStore,
+    pool: Pool,
+    notifier: Notifier | None,
+    stamp: str | None,
+    deadline: Deadline | None = None,
+) -> Pool:
+    """Deliver what the pool has queued for the front-end, in order, recording each delivery
+    as it is made: an invocation that dies midway keeps its progress.
+
+    Stops at the first notice not answered with a 2xx, and before an attempt ``deadline``
+    leaves no time for. A notice sent again after a lost write carries the same sequence,
+    which the front-end recognises.
+    """
+    while notifier is not None and pool.outbox:
+        head = pool.outbox[0]
+        if "sequence" not in head:  # queued by an older version: number it before sending
+            pool = _save_outbox(store, pool, lambda p: enqueue(p, []))
+            continue
+        if not notifier.deliver(head, deadline):
+            break
+        pool = _save_outbox(store, pool, lambda p, n=head["sequence"]: delivered(p, n, stamp))
+    return pool
+
+
+def _save_outbox(store: StateStore, pool: Pool, change: Callable[[Pool], Pool]) -> Pool:
+    for _ in range(_ATTEMPTS):
+        after = change(pool)
+        if after == pool:
+            return pool  # another writer recorded it already
+        try:
+            return store.save_pool(after)
+        except VersionConflictError:
+            pool = store.load_pool()
+    raise BusyError("the pool kept changing while a notification was being recorded")

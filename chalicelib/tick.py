@@ -8,7 +8,7 @@ writing its plan is finished by its retry or by the next tick.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,28 +16,28 @@ from chalicelib import clock, predictive
 from chalicelib.clock import WallClock
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
-from chalicelib.lifecycle import Timeouts, observe
+from chalicelib.lifecycle import Observed, Timeouts, observe
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
-from chalicelib.notifier import Notifier, announce, notifier_for
+from chalicelib.notifier import Deadline, Notifier, announce, notifier_for
 from chalicelib.policy import HOLD, REPLACE, Decision, Observation, decide
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
 from chalicelib.records import iso, tick_record
 from chalicelib.scaling import (
     RECENT_LIMIT,
-    Outcome,
+    apply_in_one_write,
+    claim,
     finish,
     held_by_another,
     make_plan,
-    notify,
-    plan_acts,
-    records_of,
-    result_of,
+    needs_ec2,
 )
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 
 _ATTEMPTS = 5
+# How long a tick invoked without a Lambda context (the local scheduler, the CLI) may deliver.
+NO_CONTEXT_SECONDS = 60.0
 
 # A policy: the config, the tick's observation and evidence, and the memory it kept at the
 # last tick (None at first) → its decision and the memory to keep.
@@ -77,15 +77,18 @@ class TickDeps:
     wall_clock: WallClock = clock.wall_clock
     # Decides instead of the config's ``policy`` (the benchmark's baselines); None in service.
     policy: Policy | None = None
+    # When this invocation must stop starting notification attempts.
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TickDeps:
+    def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> TickDeps:
         return cls(
             settings=settings,
             store=StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days),
             ec2=Ec2Nodes(settings.pool_name),
             metrics=PoolMetrics(settings.metric_names),
             notifier=notifier_for(settings),
+            deadline=deadline or Deadline(None),
         )
 
 
@@ -98,9 +101,10 @@ def tick_time(moment: str | datetime) -> datetime:
     return moment.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-def scheduled_tick(event_time: str) -> dict[str, Any]:
-    """The scheduled function's body: one tick at the event's time."""
-    return run_tick(TickDeps.from_settings(Settings.from_env()), event_time)
+def scheduled_tick(event_time: str, context: Any = None) -> dict[str, Any]:
+    """The scheduled function's body: one tick at the event's time, within the invocation's time."""
+    deadline = Deadline.of_invocation(context, cap_seconds=None if context else NO_CONTEXT_SECONDS)
+    return run_tick(TickDeps.from_settings(Settings.from_env(), deadline), event_time)
 
 
 def run_tick(deps: TickDeps, at: str | datetime, *, dry_run: bool = False) -> dict[str, Any]:
@@ -134,18 +138,25 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     if route_plan and held_by_another(pool, deps.wall_clock()) and not dry_run:
         return _hold_for_another_writer(deps, pool, now)
     if not dry_run:
-        pool = settle_tags(deps.store, deps.ec2, pool)
+        pool = settle_tags(deps.store, deps.ec2, pool, strict=False)
     instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
     if pool.pending_plan is not None and not dry_run:
         # The writer of this plan died (its lease ran out, or this is the retry of its own event).
         pool, result = finish(
-            deps.store, deps.ec2, settings, pool, by_launch_token(instances), at=now, notifier=deps.notifier
+            deps.store,
+            deps.ec2,
+            settings,
+            pool,
+            by_launch_token(instances),
+            at=now,
+            notifier=deps.notifier,
+            deadline=deps.deadline,
         )
         if plan_time == stamp:
             return {**result, "replayed": True}
 
     wants_curve = deps.policy is None and config["policy"] == predictive.POLICY
-    traffic, metrics_error = _read_metrics(deps, pool, now, curve=wants_curve)
+    read, metrics_error = _read_metrics(deps, pool, now, curve=wants_curve)
     timeouts = Timeouts(
         readiness=settings.node_readiness,
         launch_seconds=settings.launch_timeout_seconds,
@@ -154,13 +165,26 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     )
     planned = frozenset(launch["token"] for launch in (pool.pending_plan or {}).get("launch", []))
     impaired = _impaired(deps, pool, instances)
-    observed = observe(pool, instances, traffic, now, timeouts, planned_tokens=planned, impaired=impaired)
+    observed = observe(
+        pool,
+        instances,
+        read,
+        now,
+        timeouts,
+        planned_tokens=planned,
+        impaired=impaired,
+        notify=deps.notifier is not None,
+    )
     current = observed.pool
     if deps.notifier is not None:
         current = announce(pool, current, "automatic")
+    traffic, left_out = read.sound()
     rate, requests = miss_rate(traffic, current.in_service_ids, config["min_get_requests"])
+    # A node gone out of band still counts until its replacement is launched: the policy
+    # decides on the pool as it was, and the plan launches what is missing.
+    vanished = observed.vanished
     observation = Observation(
-        pool_size=current.pool_size,
+        pool_size=current.pool_size + len(vanished),
         miss_rate=rate,
         launching=current.count(LAUNCHING),
         draining=current.count(DRAINING),
@@ -169,17 +193,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     policy = deps.policy or POLICIES.get(config["policy"], ratio_policy)
     seen = evidence(current, traffic, now, requests)
     decision, memory = policy(config, observation, seen, pool.policy_memory)
-    replacing: list[str] = []
-    if (
-        decision.action == HOLD
-        and observed.unhealthy
-        and not current.count(LAUNCHING) + current.count(DRAINING)
-    ):
-        # One node at a time, and only when nothing else is on the move.
-        node_id, why = observed.unhealthy[0]
-        replacing = [node_id]
-        size = current.pool_size
-        decision = Decision(size, size, REPLACE, f"{node_id} {why}: replaced by a new node")
+    decision, replacing = _replacement(decision, observed, current)
     summary: dict[str, Any] = {
         "time": stamp,
         "miss_rate": rate,
@@ -187,8 +201,10 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         "requests": requests,
         "policy": config["policy"],
     }
-    if metrics_error:
-        summary["reason"] = f"{metrics_error}; {summary['reason']}"
+    notes = [metrics_error] if metrics_error else []
+    notes += [f"{node} left out of the sums: {why} in its window" for node, why in left_out.items()]
+    if notes:
+        summary["reason"] = "; ".join([*notes, summary["reason"]])
     recent = (*pool.recent_miss_rates, rate) if rate is not None else pool.recent_miss_rates
     plan = make_plan(
         current,
@@ -210,28 +226,49 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             **summary,
             "dry_run": True,
             "would_launch": len(plan["launch"]),
-            "would_terminate": plan["terminate"],
+            "would_terminate": [*plan["terminate"], *plan["replacing"], *current.terminating],
         }
-    if plan_acts(plan):
-        wall = deps.wall_clock().isoformat()
-        ahead = deps.store.save_pool(
-            replace(current, pending_plan={**plan, "claimed_at": wall}, last_tick_wall=wall)
-        )
+    wall = deps.wall_clock()
+    if needs_ec2(plan, current):
+        ahead = deps.store.save_pool(replace(claim(current, plan, wall), last_tick_wall=wall.isoformat()))
         return finish(
-            deps.store, deps.ec2, settings, ahead, by_launch_token(instances), at=now, notifier=deps.notifier
+            deps.store,
+            deps.ec2,
+            settings,
+            ahead,
+            by_launch_token(instances),
+            at=now,
+            notifier=deps.notifier,
+            deadline=deps.deadline,
         )[1]
-    # Nothing for EC2 to do: the observed pool and the tick's record, in one write.
-    done = replace(
+    # Nothing for EC2 to do: the observed pool, its changes and the tick's record, in one write.
+    return apply_in_one_write(
+        deps.store,
         current,
-        last_tick=stamp,
-        last_tick_wall=deps.wall_clock().isoformat(),
-        last_decision=summary,
-        recent_miss_rates=tuple(recent[-RECENT_LIMIT:]),
-        policy_memory=memory,
-    )
-    saved = deps.store.save_pool(done, *records_of(plan, Outcome(), now, None))
-    notify(deps.store, saved, deps.notifier, stamp)
-    return result_of(plan, Outcome())
+        plan,
+        at=now,
+        notifier=deps.notifier,
+        deadline=deps.deadline,
+        last_tick_wall=wall.isoformat(),
+    )[1]
+
+
+def _replacement(decision: Decision, observed: Observed, current: Pool) -> tuple[Decision, list[str]]:
+    """SPEC's replacement: nodes gone out of band are launched anew; otherwise a dead or silent
+    node is drained (or terminated) and replaced, one at a time, when the tick would hold and
+    nothing else is on the move."""
+    vanished = observed.vanished
+    if vanished and decision.action == HOLD:
+        size = decision.target_size
+        gone = ", ".join(vanished)
+        return Decision(size, size, REPLACE, f"{gone} no longer reported by EC2: replaced by a new node"), []
+    if decision.action != HOLD or vanished or not observed.unhealthy:
+        return decision, []
+    if current.count(LAUNCHING) + current.count(DRAINING):
+        return decision, []
+    node_id, why = observed.unhealthy[0]
+    size = current.pool_size
+    return Decision(size, size, REPLACE, f"{node_id} {why}: replaced by a new node"), [node_id]
 
 
 def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[str, Any]:

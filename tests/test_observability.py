@@ -169,7 +169,7 @@ def test_undelivered_notifications_are_counted_and_logged(
 def test_a_failing_tick_logs_the_error_and_still_flushes_once(
     client: Client, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(event_time: str) -> dict[str, Any]:
+    def broken(event_time: str, context: Any) -> dict[str, Any]:
         raise RuntimeError("DynamoDB is on fire")
 
     monkeypatch.setattr(app_module, "scheduled_tick", broken)

@@ -42,13 +42,13 @@ def test_an_orphan_does_not_survive_two_ticks(client: Client, ec2: Any) -> None:
     assert any("in no list or plan" in r.get("reason", "") for r in history(client))
 
 
-def test_a_node_terminated_out_of_band_leaves_the_list_and_is_repaired(client: Client, ec2: Any) -> None:
+def test_a_node_terminated_out_of_band_leaves_the_list_and_is_replaced(client: Client, ec2: Any) -> None:
     first, *_ = three_in_service(client)
     ec2.terminate_instances(InstanceIds=[first])
     serve(client, 2, 0.5)
     decision = tick(client, 2)
     assert first not in members(client)
-    assert (decision["action"], decision["previous_size"], decision["target_size"]) == ("repair", 2, 3)
+    assert (decision["action"], decision["previous_size"], decision["target_size"]) == ("replace", 3, 3)
     assert len(live(ec2)) == 3
 
 
@@ -122,7 +122,9 @@ def test_a_route_finding_the_pool_held_answers_503_and_a_tick_holds(client: Clie
 
 
 def test_an_expired_lease_is_taken_over(client: Client, ec2: Any) -> None:
-    _plan_held_by_a_route("2026-01-01T00:00:00+00:00")
+    from datetime import UTC, datetime, timedelta
+
+    _plan_held_by_a_route((datetime.now(UTC) - timedelta(hours=1)).isoformat())
     decision = tick(client, 0)
     assert decision["action"] == "repair" and len(live(ec2)) == 1
 
@@ -172,11 +174,12 @@ def test_a_partial_launch_records_what_happened(
     assert decision["action"] == "repair" and len(members(client)) == 3 and len(live(ec2)) == 3
 
 
-def test_a_failed_terminate_keeps_the_nodes(
+def test_a_failed_terminate_keeps_its_intent_and_the_next_tick_finishes_it(
     client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     post_json(client, "/api/scaler/config", {"auto_mode": False})
     post_json(client, "/api/scaler/resize", {"target_size": 3})
+    real_terminate = Ec2Nodes.terminate
 
     def failing(self: Ec2Nodes, ids: Any) -> None:
         raise DependencyError("EC2 call failed (UnauthorizedOperation)")
@@ -184,7 +187,15 @@ def test_a_failed_terminate_keeps_the_nodes(
     monkeypatch.setattr(Ec2Nodes, "terminate", failing)
     decision = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body
     assert "UnauthorizedOperation" in decision["errors"][0]
-    assert len(members(client)) == 3 and len(live(ec2)) == 3
+    # No longer members (the pool size is what was decided), not lost: still live, still owed.
+    assert len(members(client)) == 1 and len(live(ec2)) == 3
+    owed = set(live(ec2)) - set(members(client))
+    tick(client, 0)  # still failing: retried, still owed
+    assert len(live(ec2)) == 3
+    monkeypatch.setattr(Ec2Nodes, "terminate", real_terminate)
+    decision = tick(client, 1)
+    assert set(decision["terminated"]) == owed
+    assert live(ec2) == members(client) and len(members(client)) == 1
 
 
 # -- swaps with a front-end ---------------------------------------------------------------
@@ -233,3 +244,23 @@ def test_an_impaired_node_is_replaced(client: Client, ec2: Any, monkeypatch: pyt
     decision = tick(client, 2)
     assert decision["action"] == "replace" and "impaired" in decision["reason"]
     assert first not in members(client) and len(members(client)) == 3
+
+
+def test_tag_work_ec2_keeps_refusing_stops_neither_ticks_nor_the_route_that_drops_the_node(
+    client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = run_instances(ec2, 2)
+
+    def refused(self: Ec2Nodes, ids: Any) -> None:
+        if list(ids):
+            raise DependencyError("EC2 call failed (UnauthorizedOperation)")
+
+    monkeypatch.setattr(Ec2Nodes, "tag", refused)
+    response = post_json(client, "/api/scaler/cache_list", {"cache_pool_ids": [a, b]})
+    assert response.status_code == 503, "the tag failed: the caller is told"
+    assert members(client) == [a, b], "the new list stands; its tag work stays owed"
+    decision = tick(client, 0)
+    assert decision["time"] == "2026-11-26T12:00:00Z" and "action" in decision
+    dropped = post_json(client, "/api/scaler/cache_list", {"cache_pool_ids": [a]})
+    assert members(client) == [a] and dropped.status_code == 503  # a's own tag is still refused
+    assert instance_states(ec2)[b] == ("running", None), "b was never tagged, and is released"

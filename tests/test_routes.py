@@ -388,6 +388,7 @@ def test_terminate_all_ends_listed_and_orphaned_nodes_but_not_released_ones(clie
     assert client.http.get("/api/scaler/cache_list", headers=AUTH).json_body == {
         "cache_pool_ids": [],
         "nodes": [],
+        "sequence": 0,
     }
     assert client.http.get("/api/scaler", headers=AUTH).json_body["pool_size"] == 0
     last = client.http.get("/api/scaler/history", headers=AUTH).json_body["records"][-1]
