@@ -16,15 +16,7 @@ from chalicelib.membership import settle_tags
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.pool import Pool
 from chalicelib.records import iso
-from chalicelib.scaling import (
-    apply_in_one_write,
-    claim,
-    finish,
-    make_plan,
-    needs_ec2,
-    plan_acts,
-    refuse_if_held,
-)
+from chalicelib.scaling import claim, make_plan, needs_ec2, plan_acts, refuse_if_held
 from chalicelib.tick import TickDeps, by_launch_token
 
 _ATTEMPTS = 5
@@ -89,17 +81,7 @@ def _resize(
         refuse_if_held(pool, deps.wall_clock())
         if pool.pending_plan is not None:
             by_token = by_launch_token({i.id: i for i in deps.ec2.list_pool_instances()})
-            pool, _ = finish(
-                deps.store,
-                deps.ec2,
-                deps.settings,
-                pool,
-                by_token,
-                at=now,
-                source_ip=source_ip,
-                notifier=deps.notifier,
-                deadline=deps.deadline,
-            )
+            pool, _ = deps.finish(pool, by_token, at=now, source_ip=source_ip)
         decision = rule(config, pool)
         summary = {"time": iso(now), "miss_rate": miss_rate, **decision.to_dict()}
         plan = make_plan(
@@ -117,27 +99,9 @@ def _resize(
             return summary
         try:
             if not needs_ec2(plan, pool):
-                return apply_in_one_write(
-                    deps.store,
-                    pool,
-                    plan,
-                    at=now,
-                    source_ip=source_ip,
-                    notifier=deps.notifier,
-                    deadline=deps.deadline,
-                )[1]
+                return deps.apply_in_one_write(pool, plan, at=now, source_ip=source_ip)[1]
             ahead = deps.store.save_pool(claim(pool, plan, deps.wall_clock()))
         except VersionConflictError:
             continue
-        return finish(
-            deps.store,
-            deps.ec2,
-            deps.settings,
-            ahead,
-            {},
-            at=now,
-            source_ip=source_ip,
-            notifier=deps.notifier,
-            deadline=deps.deadline,
-        )[1]
+        return deps.finish(ahead, {}, at=now, source_ip=source_ip)[1]
     raise BusyError("the pool kept changing under this request; try again")

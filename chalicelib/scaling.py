@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from chalicelib.config import MAX_NODES
@@ -329,17 +330,23 @@ def apply_in_one_write(
     return notify(store, saved, notifier, plan["time"], deadline), result_of(plan, outcome)
 
 
-def record_ended(store: StateStore, pool: Pool, ids: list[str]) -> Pool:
-    """Write that ``ids`` (instances in ``Pool.terminating``) have ended, whoever wrote meanwhile."""
+def save_change(store: StateStore, pool: Pool, change: Callable[[Pool], Pool], what: str) -> Pool:
+    """Write ``change`` applied to the pool, re-reading and applying it again after a lost race;
+    nothing when it changes nothing (another writer recorded it already)."""
     for _ in range(_ATTEMPTS):
-        after = pool.ended(ids)
-        if after.terminating == pool.terminating:
+        after = change(pool)
+        if after == pool:
             return pool
         try:
             return store.save_pool(after)
         except VersionConflictError:
             pool = store.load_pool()
-    raise BusyError("the pool kept changing while a termination was being recorded; a tick will")
+    raise BusyError(f"the pool kept changing while {what} was being recorded")
+
+
+def record_ended(store: StateStore, pool: Pool, ids: list[str]) -> Pool:
+    """Write that ``ids`` (instances in ``Pool.terminating``) have ended, whoever wrote meanwhile."""
+    return save_change(store, pool, lambda current: current.ended(ids), "a termination")
 
 
 def end_terminating(store: StateStore, ec2: Ec2Nodes, pool: Pool) -> Pool:
@@ -373,21 +380,10 @@ def notify(
     while notifier is not None and pool.outbox:
         head = pool.outbox[0]
         if "sequence" not in head:  # queued by an older version: number it before sending
-            pool = _save_outbox(store, pool, lambda p: enqueue(p, []))
+            pool = save_change(store, pool, partial(enqueue, notices=[]), "a notice")
             continue
         if not notifier.deliver(head, deadline):
             break
-        pool = _save_outbox(store, pool, lambda p, n=head["sequence"]: delivered(p, n, stamp))
+        recorded = partial(delivered, sequence=head["sequence"], stamp=stamp)
+        pool = save_change(store, pool, recorded, "a notice")
     return pool
-
-
-def _save_outbox(store: StateStore, pool: Pool, change: Callable[[Pool], Pool]) -> Pool:
-    for _ in range(_ATTEMPTS):
-        after = change(pool)
-        if after == pool:
-            return pool  # another writer recorded it already
-        try:
-            return store.save_pool(after)
-        except VersionConflictError:
-            pool = store.load_pool()
-    raise BusyError("the pool kept changing while a notification was being recorded")

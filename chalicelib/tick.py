@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import clock, predictive
+from chalicelib import clock, predictive, scaling
 from chalicelib.clock import WallClock
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
@@ -25,9 +25,7 @@ from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
 from chalicelib.records import iso, tick_record
 from chalicelib.scaling import (
     RECENT_LIMIT,
-    apply_in_one_write,
     claim,
-    finish,
     held_by_another,
     make_plan,
     needs_ec2,
@@ -79,6 +77,37 @@ class TickDeps:
     policy: Policy | None = None
     # When this invocation must stop starting notification attempts.
     deadline: Deadline = field(default_factory=lambda: Deadline(None))
+
+    def finish(
+        self, pool: Pool, by_token: dict[str, Instance], *, at: datetime, source_ip: str | None = None
+    ) -> tuple[Pool, dict[str, Any]]:
+        """Carry out ``pool.pending_plan`` with these adapters (see ``scaling.finish``)."""
+        return scaling.finish(
+            self.store,
+            self.ec2,
+            self.settings,
+            pool,
+            by_token,
+            at=at,
+            source_ip=source_ip,
+            notifier=self.notifier,
+            deadline=self.deadline,
+        )
+
+    def apply_in_one_write(
+        self, pool: Pool, plan: dict[str, Any], *, at: datetime, source_ip: str | None = None, **changes: Any
+    ) -> tuple[Pool, dict[str, Any]]:
+        """A plan that needs no EC2 call, written and told (see ``scaling.apply_in_one_write``)."""
+        return scaling.apply_in_one_write(
+            self.store,
+            pool,
+            plan,
+            at=at,
+            source_ip=source_ip,
+            notifier=self.notifier,
+            deadline=self.deadline,
+            **changes,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> TickDeps:
@@ -142,16 +171,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
     if pool.pending_plan is not None and not dry_run:
         # The writer of this plan died (its lease ran out, or this is the retry of its own event).
-        pool, result = finish(
-            deps.store,
-            deps.ec2,
-            settings,
-            pool,
-            by_launch_token(instances),
-            at=now,
-            notifier=deps.notifier,
-            deadline=deps.deadline,
-        )
+        pool, result = deps.finish(pool, by_launch_token(instances), at=now)
         if plan_time == stamp:
             return {**result, "replayed": True}
 
@@ -231,26 +251,9 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
     wall = deps.wall_clock()
     if needs_ec2(plan, current):
         ahead = deps.store.save_pool(replace(claim(current, plan, wall), last_tick_wall=wall.isoformat()))
-        return finish(
-            deps.store,
-            deps.ec2,
-            settings,
-            ahead,
-            by_launch_token(instances),
-            at=now,
-            notifier=deps.notifier,
-            deadline=deps.deadline,
-        )[1]
+        return deps.finish(ahead, by_launch_token(instances), at=now)[1]
     # Nothing for EC2 to do: the observed pool, its changes and the tick's record, in one write.
-    return apply_in_one_write(
-        deps.store,
-        current,
-        plan,
-        at=now,
-        notifier=deps.notifier,
-        deadline=deps.deadline,
-        last_tick_wall=wall.isoformat(),
-    )[1]
+    return deps.apply_in_one_write(current, plan, at=now, last_tick_wall=wall.isoformat())[1]
 
 
 def _replacement(decision: Decision, observed: Observed, current: Pool) -> tuple[Decision, list[str]]:
