@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import boto3
+import chalice.test
 import pytest
+from chalice.local import LambdaContext
 from chalice.test import Client
 from moto import mock_aws
 
@@ -17,9 +20,8 @@ from chalicelib.settings import POOL_TAG_KEY, Settings
 from chalicelib.store import StateStore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEV_ENV = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["dev"][
-    "environment_variables"
-]
+CHALICE_CONFIG = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+DEV_ENV = CHALICE_CONFIG["stages"]["dev"]["environment_variables"]
 TABLE = DEV_ENV["TABLE_NAME"]
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -43,6 +45,21 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # the tests name theirs, as the local stack does (tests/test_stages.py unsets it).
     monkeypatch.setenv("POOL_NAME", "default")
     aws.reset_clients()
+
+
+# What the deployed scheduled function gets: Chalice's test client gives every invoked function
+# 3 s whatever its lambda_timeout, and a tick stops starting notification attempts when its
+# time runs short; on a loaded machine that would cut deliveries the tests expect.
+SCALE_TIMEOUT_SECONDS = CHALICE_CONFIG["stages"]["dev"]["lambda_functions"]["scale"]["lambda_timeout"]
+
+
+@pytest.fixture(autouse=True)
+def scheduled_function_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invocations through the test client get the scheduled function's real timeout (tests of
+    the deadline itself inject their own)."""
+    monkeypatch.setattr(
+        chalice.test, "LambdaContext", partial(LambdaContext, max_runtime_ms=SCALE_TIMEOUT_SECONDS * 1000)
+    )
 
 
 @pytest.fixture

@@ -104,9 +104,10 @@ def test_an_unconfirmed_drain_ends_at_its_timeout_from_delivery(
 
 
 def test_a_front_end_that_fails_keeps_its_nodes_until_it_is_told(
-    client: Client, ec2: Any, frontend: FakeFrontend
+    client: Client, ec2: Any, frontend: FakeFrontend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     listed = four_in_service(client, frontend)
+    monkeypatch.setenv("FRONTEND_NOTIFY_TIMEOUT_SECONDS", "0.1")  # its retries back off less
     frontend.status = 500
     post_json(client, "/api/scaler/resize", {"target_size": 2})
     attempts = len(frontend.received)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import boto3
+import chalice.test
 import pytest
+from chalice.local import LambdaContext
 from chalice.test import Client
 
 from chalicelib.ec2 import Ec2Nodes
@@ -263,6 +266,32 @@ def test_delivery_stops_with_time_to_spare_and_the_next_tick_goes_on(
     assert [n["sequence"] for n in StateStore(TABLE, "default").load_pool().outbox] == [3]
     run_tick(deps(notifier, Deadline(3.5, clock=lambda: now[0])), at(2))
     assert [n["sequence"] for n in sent] == [1, 2, 3]
+
+
+def test_the_scheduled_function_delivers_within_its_lambda_context(
+    client: Client, ec2: Any, frontend: FakeFrontend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    post_json(client, "/api/scaler/config", {"auto_mode": False})
+    post_json(client, "/api/scaler/resize", {"target_size": 2})
+    # 0.5 s left: less than one attempt (0.2 s) plus a second to record it. Nothing is tried.
+    monkeypatch.setattr(chalice.test, "LambdaContext", partial(LambdaContext, max_runtime_ms=500))
+    tick(client, 0)
+    assert frontend.received == []
+    assert [n["change"] for n in StateStore(TABLE, "default").load_pool().outbox] == ["increase"]
+    monkeypatch.setattr(chalice.test, "LambdaContext", partial(LambdaContext, max_runtime_ms=120_000))
+    tick(client, 1)
+    assert [n["sequence"] for n in frontend.notices] == [1]
+
+
+def test_a_deadline_is_the_context_s_remaining_time_cut_to_a_cap() -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 40_000
+
+    assert 24 < Deadline.of_invocation(Context(), cap_seconds=25).left() <= 25
+    assert 39 < Deadline.of_invocation(Context()).left() <= 40
+    assert 59 < Deadline.of_invocation(None, cap_seconds=60).left() <= 60
+    assert Deadline.of_invocation(None).left() == float("inf")
 
 
 # -- 4. the outbox is bounded --------------------------------------------------------------
