@@ -52,6 +52,8 @@ def status(settings: Settings) -> dict[str, Any]:
         "pool_size": pool.pool_size,
         "cache_pool_ids": pool.cache_pool_ids,
         "nodes": describe_nodes(pool),
+        # Ended by the pool, termination not yet confirmed by EC2: each tick retries them.
+        "terminating": list(pool.terminating),
         "config": config,
         "last_tick": pool.last_tick,
         "last_decision": pool.last_decision,

@@ -94,11 +94,6 @@ class Pool:
         """Listed nodes (launching, in service, draining): the pool's instances it still uses."""
         return [node.id for node in self.nodes]
 
-    @property
-    def live_count(self) -> int:
-        """Instances that are live for the 8-instance limit: listed ones and those being terminated."""
-        return len(self.nodes) + len(self.terminating)
-
     def ending(self, ids: list[str] | tuple[str, ...]) -> Pool:
         """The intent to terminate ``ids``: they leave the list and wait in ``terminating``."""
         if not ids:

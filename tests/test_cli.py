@@ -39,6 +39,7 @@ def test_tick_at_a_time_then_status(moto: None, capsys: pytest.CaptureFixture[st
     assert (code, decision["action"], decision["target_size"]) == (0, "repair", 1)
     status = run(capsys, "status")[1]
     assert status["pool_size"] == 1 and status["last_tick"] == "2026-11-26T12:00:00Z"
+    assert status["terminating"] == []
 
 
 def test_a_bad_time_is_refused(moto: None, capsys: pytest.CaptureFixture[str]) -> None:
