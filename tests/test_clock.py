@@ -18,19 +18,18 @@ import pytest
 import time_machine
 from chalice.test import Client
 
-from tests import test_drain, test_manual, test_pool_safety, test_reconcile, test_tick
+from tests import test_drain, test_manual, test_reconcile
 from tests.conftest import AUTH, post_json, table_items
 from tests.test_drain import frontend  # noqa: F401  (a fixture some scenarios take)
 from tests.test_tick import tick
 
+# The scenarios where routes and ticks meet the wall clock: a route writes before any tick and
+# the next tick stamps what it started; a drain's clock runs from delivery; a writer's lease.
 SCENARIOS: list[Callable[..., None]] = [
-    test_manual.test_set_test_miss_rate_runs_the_ratio_rule_now_whatever_the_mode,
     test_manual.test_nodes_launched_by_a_route_are_stamped_by_the_next_tick,
     test_drain.test_an_unconfirmed_drain_ends_at_its_timeout_from_delivery,
     test_reconcile.test_a_route_finding_the_pool_held_answers_503_and_a_tick_holds,
     test_reconcile.test_an_expired_lease_is_taken_over,
-    test_tick.test_tick_records_carry_the_decision_requests_and_policy,
-    test_pool_safety.test_unsetting_the_notify_url_ends_drains_whose_decrease_was_queued,
 ]
 SHIFTS = {"a year ahead": timedelta(days=365), "a year back": timedelta(days=-365)}
 
