@@ -15,15 +15,14 @@ from typing import Any
 from chalice import Blueprint, NotFoundError, Response
 
 from chalicelib import config as config_rules
-from chalicelib import pages
+from chalicelib import pages, wiring
 from chalicelib.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fields, single_valued
 from chalicelib.clock import wall_clock
-from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import ValidationError
 from chalicelib.http import handle_errors
 from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.membership import Membership, parse_cache_pool_ids
-from chalicelib.notifier import Deadline, last_delivered, notifier_for
+from chalicelib.notifier import Deadline, last_delivered
 from chalicelib.pages import instances_page
 from chalicelib.pool import Pool, describe_nodes
 from chalicelib.settings import Settings
@@ -61,7 +60,7 @@ def _settings() -> Settings:
 
 
 def _store(settings: Settings) -> StateStore:
-    return StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days)
+    return wiring.adapters(settings).store
 
 
 def _deadline() -> Deadline:
@@ -70,8 +69,8 @@ def _deadline() -> Deadline:
 
 
 def _membership(settings: Settings) -> Membership:
-    store, ec2 = _store(settings), Ec2Nodes(settings.pool_name)
-    return Membership(store, ec2, settings, pool_clock, notifier_for(settings), deadline=_deadline())
+    built = wiring.adapters(settings)
+    return Membership(built.store, built.ec2, settings, pool_clock, built.notifier, deadline=_deadline())
 
 
 def _tick_deps() -> TickDeps:

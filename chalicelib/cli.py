@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chalicelib import wiring
 from chalicelib.errors import ScalerError
 from chalicelib.pool import describe_nodes
 from chalicelib.settings import Settings
@@ -36,7 +37,7 @@ def stage_environment(stage: str, project_dir: Path = PROJECT_DIR) -> dict[str, 
 
 
 def _store(settings: Settings) -> StateStore:
-    return StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days)
+    return wiring.adapters(settings).store
 
 
 def bootstrap(settings: Settings) -> dict[str, Any]:

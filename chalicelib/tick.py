@@ -12,14 +12,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import clock, predictive, scaling
+from chalicelib import clock, predictive, scaling, wiring
 from chalicelib.clock import WallClock
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.lifecycle import Observed, Timeouts, observe
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
-from chalicelib.notifier import Deadline, Notifier, announce, notifier_for
+from chalicelib.notifier import Deadline, Notifier, announce
 from chalicelib.policy import HOLD, REPLACE, Decision, Observation, decide
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
 from chalicelib.records import iso, tick_record
@@ -111,12 +111,13 @@ class TickDeps:
 
     @classmethod
     def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> TickDeps:
+        built = wiring.adapters(settings)
         return cls(
             settings=settings,
-            store=StateStore(settings.table_name, settings.pool_name, ttl_days=settings.history_ttl_days),
-            ec2=Ec2Nodes(settings.pool_name),
-            metrics=PoolMetrics(settings.metric_names),
-            notifier=notifier_for(settings),
+            store=built.store,
+            ec2=built.ec2,
+            metrics=built.metrics,
+            notifier=built.notifier,
             deadline=deadline or Deadline(None),
         )
 
