@@ -27,6 +27,8 @@ from chalicelib.pool import DRAINING, IN_SERVICE, Pool
 from chalicelib.settings import Settings
 
 INCREASE = "increase"
+# Answers worth another attempt at once (besides 5xx and no answer at all): a timeout, too fast.
+RETRIED_STATUSES = (408, 429)
 # What recording a delivery may take after it (one DynamoDB write, with a retry).
 RECORD_SECONDS = 1.0
 DECREASE = "decrease"
@@ -89,7 +91,7 @@ def notify_url_problem(url: str, stage: str | None) -> str | None:
         return f"{host} names the instance metadata service"
     local = host == "localhost" or host.endswith(".localhost")
     if address is not None:
-        local = address.is_loopback or address.is_unspecified
+        local = any(candidate.is_loopback or candidate.is_unspecified for candidate in _spellings(address))
     if stage == PROD_STAGE and local:
         return f"{host} is this machine, not a front-end"
     return None
@@ -109,10 +111,16 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return None
 
 
-def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _spellings(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address, and the IPv4 address an IPv4-mapped IPv6 one (``::ffff:a.b.c.d``) reaches."""
     mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    candidates = [address] if mapped is None else [address, mapped]
-    return any(candidate in net for candidate in candidates for net in _FORBIDDEN_NETWORKS)
+    return [address] if mapped is None else [address, mapped]
+
+
+def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(candidate in net for candidate in _spellings(address) for net in _FORBIDDEN_NETWORKS)
 
 
 # The outbox holds at most one notice already numbered (the head: being sent, never changed
@@ -340,6 +348,8 @@ class Notifier:
             if 200 <= status < 300:
                 return True
             last = f"HTTP {status}"
+            if status not in RETRIED_STATUSES and status < 500:
+                break  # the front-end refused this notice: asking again at once changes nothing
         count_notification_failure()
         logger.warning(
             "notification not delivered; it stays queued",

@@ -49,6 +49,9 @@ def test_https_front_ends_are_fine_in_prod(url: str) -> None:
         ("https://[::1]/notify", "this machine"),
         ("https://0.0.0.0/notify", "this machine"),
         ("https://2130706433/notify", "this machine"),  # 127.0.0.1 as one number
+        ("https://[::ffff:127.0.0.1]/notify", "this machine"),  # IPv4-mapped loopback
+        ("https://[::ffff:7f00:1]/notify", "this machine"),
+        ("https://[::ffff:0.0.0.0]/notify", "this machine"),
     ],
 )
 def test_prod_refuses_plain_http_and_this_machine(url: str, why: str) -> None:
@@ -191,3 +194,40 @@ def test_a_redirect_is_a_failed_delivery_and_is_not_followed(status: int) -> Non
         redirector.close()
         observability.metrics.clear_metrics()
     assert redirector.requests == [("POST", "/notify")]
+
+
+# -- which answers are worth another attempt -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "attempts"),
+    [(400, 1), (401, 1), (403, 1), (404, 1), (410, 1), (422, 1), (408, 3), (429, 3), (500, 3), (503, 3)],
+)
+def test_only_timeouts_throttling_and_server_errors_are_retried_at_once(answer: int, attempts: int) -> None:
+    posted: list[int] = []
+
+    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        posted.append(answer)
+        return answer
+
+    try:
+        notifier = Notifier("https://frontend.example/notify", post=post, sleep=lambda _: None)
+        assert notifier.deliver(NOTICE) is False
+    finally:
+        observability.metrics.clear_metrics()
+    assert len(posted) == attempts
+
+
+def test_no_answer_at_all_is_retried() -> None:
+    tried: list[float] = []
+
+    def refused(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        tried.append(timeout)
+        raise ConnectionRefusedError("refused")
+
+    try:
+        notifier = Notifier("https://frontend.example/notify", post=refused, sleep=lambda _: None)
+        assert notifier.deliver(NOTICE) is False
+    finally:
+        observability.metrics.clear_metrics()
+    assert len(tried) == 3
