@@ -242,6 +242,10 @@ class Membership:
                     raise UnknownNodeError(f"no node of the pool has IP {ip}")
                 raise PoolConflictError(f"{node.id} at {ip} is {node.state}, not draining")
             refuse_if_held(pool, self.wall_clock())
+            if not node.drain_delivered:
+                # SPEC: a node goes only after its decrease was answered with a 2xx. A front-end
+                # may confirm a breath before that answer is recorded: it tries again shortly.
+                raise BusyError(f"{node.id} at {ip} is draining, its decrease not delivered yet; try again")
             confirmed = {**(pool.confirmed or {}), ip: node.id}
             record = membership_record(
                 self.clock(pool),

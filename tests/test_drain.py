@@ -156,3 +156,20 @@ def test_without_a_front_end_scale_in_terminates_at_once(client: Client, ec2: An
     decision = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body
     assert len(decision["terminated"]) == 2 and "draining" not in decision
     assert [n["state"] for n in nodes(client)] == ["launching"]
+
+
+def test_a_confirmation_before_the_decrease_was_delivered_waits_for_it(
+    client: Client, ec2: Any, frontend: FakeFrontend
+) -> None:
+    listed = four_in_service(client, frontend)
+    frontend.status = 500
+    post_json(client, "/api/scaler/resize", {"target_size": 3})  # the decrease is not delivered
+    goner = listed[3]
+    early = post_json(client, "/api/poolsize/change", {"cache_ip": goner["ip"]})
+    assert early.status_code == 503 and early.headers["Retry-After"]
+    assert "not delivered yet" in error(early)["Message"]
+    assert state_of(ec2, goner["id"]) == "running", "no node goes before its decrease is delivered"
+    frontend.status = 200
+    tick(client, 1)
+    confirm = post_json(client, "/api/poolsize/change", {"cache_ip": goner["ip"]})
+    assert confirm.status_code == 200 and state_of(ec2, goner["id"]) in ("shutting-down", "terminated")

@@ -422,3 +422,34 @@ def test_a_node_terminated_out_of_band_above_the_minimum_is_replaced(client: Cli
     assert (decision["previous_size"], decision["target_size"]) == (3, 3)
     assert first not in members(client) and members(client)[:2] == rest and len(members(client)) == 3
     assert len(live(ec2)) == 3
+
+
+# -- a private IP reused by a new node --------------------------------------------------------
+
+
+def test_a_confirmation_for_an_ip_a_new_node_reuses_ends_that_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recent confirmations are remembered by IP so that a repeat answers the same; EC2 hands a
+    freed private IP to the next instance, and the new node's own drain must still end it."""
+    cloud, frontend = Cloud(), InMemoryFrontend()
+    monkeypatch.setattr(wiring, "adapters", fake_adapters(cloud, frontend))
+    monkeypatch.setenv("FRONTEND_NOTIFY_URL", "https://frontend.example/notify")
+    monkeypatch.setenv("NODE_READINESS", "running")
+    from app import app
+
+    client = Client(app, stage_name="dev", project_dir=str(PROJECT_DIR))
+    post_json(client, "/api/scaler/config", {"auto_mode": False})
+    post_json(client, "/api/scaler/resize", {"target_size": 2})
+    tick(client, 0)
+    (first,) = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body["draining"]
+    reused_ip = cloud.instances[first].ip
+    confirmed = post_json(client, "/api/poolsize/change", {"cache_ip": reused_ip})
+    assert confirmed.json_body == {"terminated": first}
+    (second,) = post_json(client, "/api/scaler/resize", {"target_size": 2}).json_body["launched"]
+    cloud.instances[second].ip = reused_ip  # EC2 reuses the freed address
+    tick(client, 1)
+    assert post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body["draining"] == [second]
+    again = post_json(client, "/api/poolsize/change", {"cache_ip": reused_ip})
+    assert again.json_body == {"terminated": second}
+    assert cloud.instances[second].state == "terminated"
+    repeat = post_json(client, "/api/poolsize/change", {"cache_ip": reused_ip})
+    assert repeat.json_body == {"terminated": second}, "a repeat answers the latest confirmation"
