@@ -242,6 +242,8 @@ class FakeFrontend:
         self.mode = "up"
         self.delivered: list[dict[str, Any]] = []
         self.attempts = 0
+        # Called with each notice it answers with a 2xx, as it arrives.
+        self.on_delivery: Callable[[dict[str, Any]], None] = lambda notice: None
 
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
         self.attempts += 1
@@ -249,7 +251,9 @@ class FakeFrontend:
             raise TimeoutError("timed out")
         if self.mode == "down":
             return 500
-        self.delivered.append(json.loads(body))
+        notice = json.loads(body)
+        self.on_delivery(notice)
+        self.delivered.append(notice)
         return 200
 
     def snapshot(self) -> list[dict[str, Any]]:
