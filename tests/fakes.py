@@ -234,15 +234,22 @@ class FakeMetrics:
         return PoolTraffic(traffic)
 
 
+class Killed(BaseException):
+    """The invocation dies (a Lambda timeout): nothing of the app catches it."""
+
+
 class FakeFrontend:
     """The front-end's end of the notifications, as a ``Notifier``'s ``post``: answers 200 (up),
-    500 (down), or times out (slow); keeps what it answered with a 2xx, in order."""
+    500 (down), times out (slow), or stalls: takes the first notice of an invocation and hangs on
+    the next until the invocation is killed (the notice arrived; its answer never does). Keeps,
+    in order, every notice it took."""
 
     def __init__(self) -> None:
         self.mode = "up"
         self.delivered: list[dict[str, Any]] = []
         self.attempts = 0
-        # Called with each notice it answers with a 2xx, as it arrives.
+        self.taken_this_invocation = 0  # reset by whoever starts an invocation
+        # Called with each notice it takes, as it arrives.
         self.on_delivery: Callable[[dict[str, Any]], None] = lambda notice: None
 
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
@@ -254,6 +261,9 @@ class FakeFrontend:
         notice = json.loads(body)
         self.on_delivery(notice)
         self.delivered.append(notice)
+        self.taken_this_invocation += 1
+        if self.mode == "stalls" and self.taken_this_invocation > 1:
+            raise Killed
         return 200
 
     def snapshot(self) -> list[dict[str, Any]]:

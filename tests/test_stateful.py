@@ -43,6 +43,7 @@ from tests.fakes import (
     FakeAdapters,
     FakeFrontend,
     FakeStore,
+    Killed,
     fake_adapters,
 )
 
@@ -68,10 +69,6 @@ WRITERS = ("tick", "resize", "set_test_miss_rate", "confirm_drain", "cache_list"
 GONE = ("shutting-down", "terminated")
 # What may happen inside a writer's call: nothing, or before its ``at``-th AWS call an AWS call
 # fails, the invocation dies, or a second writer's whole call runs.
-
-
-class Killed(BaseException):
-    """The invocation dies between two AWS calls (a Lambda timeout): nothing of the app catches it."""
 
 
 @dataclass
@@ -158,6 +155,7 @@ class World:
     def writing(self, name: str) -> Iterator[None]:
         """``name`` is the writer whose calls reach the adapters now."""
         outer, self.acting = self.acting, name
+        self.frontend.taken_this_invocation = 0
         try:
             yield
         finally:
@@ -471,9 +469,10 @@ class PoolMachine(RuleBasedStateMachine):
     @rule()
     def an_older_event(self) -> None:
         before = self.world.pool()
-        decision = self.invoke_tick(self.event(self.minute - 2))
-        if decision is not None and decision.get("action") is None:
-            assert self.world.pool().nodes == before.nodes, "an older event changed the pool"
+        with self.operation("tick", None):
+            decision = self.invoke_tick(self.event(self.minute - 2))
+            if decision is not None and decision.get("action") is None:
+                assert self.world.pool().nodes == before.nodes, "an older event changed the pool"
 
     @rule(
         choice=st.sampled_from(["draining", "draining", "unknown", "repeated"]),
@@ -484,7 +483,9 @@ class PoolMachine(RuleBasedStateMachine):
         pool = self.world.pool()
         draining = [n for n in pool.nodes if n.state == "draining" and n.ip]
         if choice == "unknown":
-            assert self.call("POST", "/api/poolsize/change", {"cache_ip": "192.0.2.250"}).status_code == 404
+            with self.operation("confirm_drain", None):
+                response = self.call("POST", "/api/poolsize/change", {"cache_ip": "192.0.2.250"})
+                assert response.status_code == 404, response.body
             return
         confirmed = list((pool.confirmed or {}).items())
         if choice == "repeated" and confirmed:
@@ -572,7 +573,7 @@ class PoolMachine(RuleBasedStateMachine):
                 self.expected["terminate_all"] += 1
         self.silent.clear()
 
-    @rule(mode=st.sampled_from(["up", "down", "slow", "gone", "back"]))
+    @rule(mode=st.sampled_from(["up", "down", "slow", "stalls", "gone", "back"]))
     def the_front_end(self, mode: str) -> None:
         if mode == "gone":
             os.environ.pop("FRONTEND_NOTIFY_URL", None)
