@@ -119,6 +119,7 @@ class World:
         self.violations: list[str] = []
         self.exempt: set[str] = set()  # ended with no front-end to tell, or by terminate_all
         self.faulted = False  # a fault was injected during the current step
+        self.sent: dict[int, dict[str, Any]] = {}  # the first notice sent under each number
         if backend == "moto":
             self.boto_ec2 = boto3.client("ec2", region_name=REGION)
             self.raw_store: Any = StateStore(TABLE, POOL)
@@ -224,9 +225,13 @@ class World:
             if view.get(node_id) == "serving" and node_id not in self.exempt:
                 self.violations.append(f"{node_id} terminated before its decrease was delivered")
 
-    def check_routable(self, notice: dict[str, Any]) -> None:
-        """The front-end is never told to route to an instance that is gone (unless it went
-        out of band, by terminate_all, or with no front-end to tell)."""
+    def check_delivered(self, notice: dict[str, Any]) -> None:
+        """A number, once sent, always carries the same notice; and the front-end is never told
+        to route to an instance that is gone (unless it went out of band, by terminate_all, or
+        with no front-end to tell)."""
+        first = self.sent.setdefault(notice["sequence"], notice)
+        if first != notice:
+            self.violations.append(f"notice {notice['sequence']} sent as {first}, then as {notice}")
         states = self.instances()
         for node_id in {*notice["cache_pool_ids"], *(n["id"] for n in notice["added"])} - self.exempt:
             if states.get(node_id, ("gone",))[0] in (*GONE, "gone"):
@@ -334,7 +339,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.wall_now = self.wall.start()
         self.world = World(self.backend)
         self.world.run_second = self.run_writer
-        self.world.frontend.on_delivery = self.world.check_routable
+        self.world.frontend.on_delivery = self.world.check_delivered
         self.saved_adapters = wiring.adapters
         wiring.adapters = self.world.adapters
         from app import app
@@ -633,10 +638,15 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def delivery_progress_is_kept(self) -> None:
         """A delivered notice leaves the queue in its own write: at most the one whose write an
-        invocation's death or a failed call interrupted is still queued."""
+        invocation's death or a failed call interrupted is still queued. The queue's head carries
+        its number and the rest are numbered one by one as they are sent, so the i-th queued
+        notice goes out as head + i."""
+        queued = self.world.pool().outbox
+        if not queued or "sequence" not in queued[0]:
+            return
         delivered = max((n["sequence"] for n in self.world.frontend.delivered), default=0)
-        still_queued = [n for n in self.world.pool().outbox if n.get("sequence", delivered + 1) <= delivered]
-        assert len(still_queued) <= 1, still_queued
+        still_queued = min(len(queued), delivered - queued[0]["sequence"] + 1)
+        assert still_queued <= 1, (delivered, queued)
 
     @invariant()
     def every_accepted_write_is_in_history(self) -> None:
