@@ -286,7 +286,6 @@ class Membership:
         return rows
 
 
-
 def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool, *, strict: bool = True) -> Pool:
     """Carry out the tag work recorded on ``pool`` and record that it is done.
 
