@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib.clock import WallClock, wall_clock
 from chalicelib.config import MAX_NODES
-from chalicelib.ec2 import Ec2Nodes, Instance
+from chalicelib.ec2 import Ec2Nodes, Instance, NodeIdentity
 from chalicelib.errors import (
     BusyError,
     DependencyError,
@@ -95,13 +95,16 @@ class Membership:
 
     def replace(self, ids: list[str], *, source_ip: str) -> Pool:
         """Make ``ids`` the pool, in that order: adopt new ones, release dropped ones."""
-        instances = self._check_adoptable(ids)
+        identity = self.ec2.node_identity(self.settings.launch)
         for _ in range(_ATTEMPTS):
             pool = settle_tags(self.store, self.ec2, self.store.load_pool(), strict=False)
             refuse_if_held(pool, self.wall_clock())
             ending = [node_id for node_id in ids if node_id in pool.terminating]
             if ending:
                 raise ValidationError(f"being terminated by the pool, cannot be adopted: {', '.join(ending)}")
+            # Checked after the load: a node another writer ends from here on changes the pool's
+            # version (its intent is written before EC2 is called), so this write would lose.
+            instances = self._check_adoptable(ids, identity)
             adopted = [node_id for node_id in ids if pool.node(node_id) is None]
             released = [node.id for node in pool.nodes if node.id not in ids]
             nodes = [self._member(pool.node(node_id), instances[node_id]) for node_id in ids]
@@ -136,8 +139,7 @@ class Membership:
             return settle_tags(self.store, self.ec2, told)
         raise BusyError("the pool kept changing under this request; try again")
 
-    def _check_adoptable(self, ids: list[str]) -> dict[str, Instance]:
-        identity = self.ec2.node_identity(self.settings.launch)
+    def _check_adoptable(self, ids: list[str], identity: NodeIdentity) -> dict[str, Instance]:
         image, profile = identity.image_id, identity.instance_profile
         if image is None:
             raise PoolConflictError(

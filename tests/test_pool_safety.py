@@ -27,8 +27,8 @@ from chalicelib.notifier import MAX_QUEUED_NOTICES, Deadline, Notifier
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 from chalicelib.tick import TickDeps, run_tick
-from tests.conftest import PROJECT_DIR, TABLE, instance_states, post_json, publish, run_instances
-from tests.fakes import Cloud, FakeStore, fake_adapters
+from tests.conftest import NODE_AMI, PROJECT_DIR, TABLE, instance_states, post_json, publish, run_instances
+from tests.fakes import Cloud, FakeEc2, FakeStore, fake_adapters
 from tests.fakes import FakeFrontend as InMemoryFrontend
 from tests.frontend import FakeFrontend
 from tests.test_drain import four_in_service
@@ -453,3 +453,48 @@ def test_a_confirmation_for_an_ip_a_new_node_reuses_ends_that_node(monkeypatch: 
     assert cloud.instances[second].state == "terminated"
     repeat = post_json(client, "/api/poolsize/change", {"cache_ip": reused_ip})
     assert repeat.json_body == {"terminated": second}, "a repeat answers the latest confirmation"
+
+
+# -- a node list set while a drain is confirmed ----------------------------------------------
+
+
+def test_a_node_list_set_while_its_draining_node_is_ended_never_lists_the_dead_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the state machine: the manager-app swaps a node while the front-end confirms
+    the drain of another. The swap checked its instances before it read the pool, so the node
+    the confirmation ended in between came back, listed as an adopted node."""
+    cloud, frontend = Cloud(), InMemoryFrontend()
+    monkeypatch.setattr(wiring, "adapters", fake_adapters(cloud, frontend))
+    monkeypatch.setenv("FRONTEND_NOTIFY_URL", "https://frontend.example/notify")
+    monkeypatch.setenv("NODE_READINESS", "running")
+    from app import app
+
+    client = Client(app, stage_name="dev", project_dir=str(PROJECT_DIR))
+    post_json(client, "/api/scaler/config", {"auto_mode": False})
+    post_json(client, "/api/scaler/resize", {"target_size": 2})
+    tick(client, 0)
+    staying = nodes(client)[0]["id"]
+    (draining,) = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body["draining"]
+    newcomer = cloud.run_instance(NODE_AMI).id
+    told_before = len(frontend.delivered)
+    real_describe = FakeEc2.describe
+    rival: list[int] = []
+
+    def describe_then_a_rival(self: FakeEc2, ids: Any) -> Any:
+        found = real_describe(self, ids)
+        if draining in list(ids) and not rival:
+            rival.append(0)  # the rival's own calls pass straight through
+            confirmed = post_json(client, "/api/poolsize/change", {"cache_ip": cloud.instances[draining].ip})
+            rival[0] = confirmed.status_code
+        return found
+
+    monkeypatch.setattr(FakeEc2, "describe", describe_then_a_rival)
+    swap = post_json(client, "/api/scaler/cache_list", {"cache_pool_ids": [newcomer, draining]})
+    assert rival == [200], "the confirmation ran between the swap's check and its write"
+    assert cloud.instances[draining].state == "terminated"
+    assert swap.status_code == 400 and draining in swap.json_body["Message"], swap.json_body
+    listed = [node["id"] for node in nodes(client)]
+    assert listed == [staying], "a refused list changes nothing"
+    for notice in frontend.delivered[told_before:]:
+        assert draining not in [*notice["cache_pool_ids"], *(a["id"] for a in notice["added"])]
