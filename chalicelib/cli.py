@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib import wiring
+from chalicelib.clock import tick_time
 from chalicelib.errors import ScalerError
 from chalicelib.pool import describe_nodes
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
-from chalicelib.tick import TickDeps, run_tick, tick_time
+from chalicelib.tick import TickDeps, run_tick
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from chalicelib.clock import iso, seconds_between
 from chalicelib.ec2 import Instance
 from chalicelib.metrics import PoolTraffic
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
-from chalicelib.records import iso
 
 DEAD_STATES = ("stopping", "stopped", "shutting-down", "terminated")
 
@@ -43,13 +43,11 @@ class Observed:
     vanished: list[str] = field(default_factory=list)
 
 
-def _age_seconds(since: str, now: datetime) -> float:
-    return (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
-
-
 def _drain_timed_out(node: Node, now: datetime, timeout_seconds: int) -> bool:
     return (
-        node.drain_delivered and node.since is not None and _age_seconds(node.since, now) >= timeout_seconds
+        node.drain_delivered
+        and node.since is not None
+        and seconds_between(node.since, now) >= timeout_seconds
     )
 
 
@@ -133,7 +131,7 @@ def _node(
             assert instance is not None
             result.events.append(f"{node.id} is in service")
             return replace(node, state=IN_SERVICE, since=stamp, ip=instance.ip or node.ip)
-        if _age_seconds(node.since or stamp, now) >= timeouts.launch_seconds:
+        if seconds_between(node.since or stamp, now) >= timeouts.launch_seconds:
             result.expired.append(node.id)
             seen = "never appeared in EC2" if instance is None else f"still {instance.state}"
             result.events.append(
@@ -198,7 +196,7 @@ def _unhealthy(
     if not publishing:
         return
     for node in serving:
-        old_enough = node.since is not None and _age_seconds(node.since, now) >= timeouts.silent_seconds
+        old_enough = node.since is not None and seconds_between(node.since, now) >= timeouts.silent_seconds
         if (
             old_enough
             and traffic.of(node.id).last_published is None

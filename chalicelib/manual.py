@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from chalicelib.clock import iso
 from chalicelib.config import MAX_NODES, Field, parse_patch
 from chalicelib.errors import BusyError, PoolConflictError, ValidationError, VersionConflictError
 from chalicelib.membership import settle_tags
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.pool import Pool
-from chalicelib.records import iso
 from chalicelib.scaling import claim, make_plan, needs_ec2, plan_acts, refuse_if_held
 from chalicelib.tick import TickDeps, by_launch_token
 

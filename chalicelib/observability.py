@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from chalice.app import CloudWatchEvent, Request, Response
 
-from chalicelib.records import iso
+from chalicelib.clock import iso, tick_time
 
 SERVICE = "memcache-scaler"
 NAMESPACE = "MemcacheScaler"
@@ -183,9 +183,6 @@ def _log_tick(summary: Mapping[str, Any]) -> None:
 
 
 def _tick_key(event_time: str) -> str:
-    # Imported here: chalicelib.tick imports the notifier, which imports this module.
-    from chalicelib.tick import tick_time
-
     try:
         return iso(tick_time(event_time))
     except (TypeError, ValueError):

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.clock import parse_iso
+
 LAUNCHING = "launching"
 IN_SERVICE = "in_service"
 DRAINING = "draining"
@@ -153,7 +155,7 @@ class Pool:
 
     def history_until(self, wall_now: datetime) -> datetime:
         """Where SPEC's history window ends: the last tick's T, or the wall clock before any tick."""
-        return _parse(self.last_tick) if self.last_tick is not None else wall_now
+        return parse_iso(self.last_tick) if self.last_tick is not None else wall_now
 
     def clock(self, wall_now: datetime) -> datetime:
         """The pool's clock, for records that routes write.
@@ -164,8 +166,8 @@ class Pool:
         """
         if self.last_tick is None:
             return wall_now
-        tick = _parse(self.last_tick)
-        elapsed = (wall_now - _parse(self.last_tick_wall)).total_seconds() if self.last_tick_wall else 0.0
+        tick = parse_iso(self.last_tick)
+        elapsed = (wall_now - parse_iso(self.last_tick_wall)).total_seconds() if self.last_tick_wall else 0.0
         return tick + timedelta(seconds=min(max(elapsed, 0.0), 59.999))
 
     def with_nodes(self, nodes: list[Node] | tuple[Node, ...], **changes: Any) -> Pool:
@@ -178,7 +180,3 @@ def describe_nodes(pool: Pool) -> list[dict[str, Any]]:
         {"id": node.id, "ip": node.ip, "index": index, "state": node.state}
         for index, node in enumerate(pool.nodes)
     ]
-
-
-def _parse(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -38,9 +38,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
+from chalicelib.clock import parse_iso, seconds_between
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
 
 POLICY = "predictive"
@@ -179,7 +179,7 @@ def _band(load: float) -> int:
 
 
 def _minutes_between(earlier: str, later: str) -> float:
-    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds() / 60
+    return seconds_between(earlier, parse_iso(later)) / 60
 
 
 def slope(seen: Sequence[Seen]) -> float | None:

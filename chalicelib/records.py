@@ -6,10 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-
-def iso(moment: datetime) -> str:
-    """SPEC's time format: UTC, whole seconds, ``Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from chalicelib.clock import iso
 
 
 def sort_key_time(moment: datetime) -> str:

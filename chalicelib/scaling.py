@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from chalicelib.clock import parse_iso
 from chalicelib.config import MAX_NODES
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import (
@@ -116,7 +117,7 @@ def held_by_another(pool: Pool, wall_now: datetime) -> bool:
     plan = pool.pending_plan
     if plan is None or not plan.get("claimed_at"):
         return False
-    claimed = datetime.fromisoformat(plan["claimed_at"])
+    claimed = parse_iso(plan["claimed_at"])
     return (wall_now - claimed).total_seconds() < LEASE_SECONDS
 
 
@@ -292,7 +293,7 @@ def finish(
     assert plan is not None
     outcome = carry_out(plan, pool, ec2, settings, by_token)
     # A tick's plan is recorded at its own T, even when a later tick finishes it.
-    when = datetime.fromisoformat(plan["time"].replace("Z", "+00:00")) if plan["time"] else at
+    when = parse_iso(plan["time"]) if plan["time"] else at
     records = records_of(plan, outcome, when, source_ip)
     current = pool
     for _ in range(_ATTEMPTS):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import clock, predictive, scaling, wiring
-from chalicelib.clock import WallClock
+from chalicelib.clock import WallClock, iso, tick_time
 from chalicelib.ec2 import Ec2Nodes, Instance
 from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.lifecycle import Observed, Timeouts, observe
@@ -22,7 +22,7 @@ from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
 from chalicelib.notifier import Deadline, Notifier, announce
 from chalicelib.policy import HOLD, REPLACE, Decision, Observation, decide
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
-from chalicelib.records import iso, tick_record
+from chalicelib.records import tick_record
 from chalicelib.scaling import (
     RECENT_LIMIT,
     claim,
@@ -120,15 +120,6 @@ class TickDeps:
             notifier=built.notifier,
             deadline=deadline or Deadline(None),
         )
-
-
-def tick_time(moment: str | datetime) -> datetime:
-    """SPEC's T: the event's time, truncated to the minute, in UTC."""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 def scheduled_tick(event_time: str, context: Any = None) -> dict[str, Any]:
