@@ -37,8 +37,9 @@ from typing import Any
 from bench.score import Run
 from bench.workload import TOTAL_MINUTES, WARMUP_MINUTES, DayWorkload
 from chalicelib import aws
+from chalicelib.policies import Policy
 from chalicelib.settings import Settings
-from chalicelib.tick import Policy, TickDeps, run_tick
+from chalicelib.tick import TickDeps, run_tick
 from local_stack.scheduler import scheduled_event
 from sim.aws import Cloud
 from sim.tier import CacheTier

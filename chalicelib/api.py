@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC's table (the scaling-loop and drain routes come with those parts).
+"""Every route of SPEC's table, and the dashboard page, as one Chalice blueprint.
 
 Each view parses its input, calls one service and shapes the answer; project errors become
 HTTP codes in ``chalicelib.http.handle_errors``.

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.errors import BusyError, ValidationError, VersionConflictError
+from chalicelib import policies
+from chalicelib.errors import ValidationError, retry_on_conflict
 from chalicelib.records import Record, config_record
 
 MAX_NODES = 8
-POLICIES = ("ratio", "predictive")
+POLICIES = policies.NAMES
 # Integers go through JSON and browsers: keep them exact in a double.
 _MAX_SAFE_INT = 2**53 - 1
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -168,7 +169,6 @@ def update_config(
     *,
     source_ip: str,
     now: datetime,
-    attempts: int = 8,
 ) -> dict[str, Any]:
     """Merge ``patch`` into the stored config atomically and answer the config after it.
 
@@ -176,18 +176,16 @@ def update_config(
     and writes only if nobody wrote in between; a lost race re-reads and merges again, so
     concurrent writers never lose an update. Writes nothing when nothing changes.
     """
-    for _ in range(attempts):
+
+    def attempt() -> dict[str, Any]:
         current, version = store.load_config()
         merged = {**current, **patch}
         check_rules(merged)
         changed = {name: merged[name] for name in patch if merged[name] != current[name]}
-        if not changed:
-            return merged
-        previous = {name: current[name] for name in changed}
-        record = config_record(now, changed=changed, previous=previous, source_ip=source_ip)
-        try:
+        if changed:
+            previous = {name: current[name] for name in changed}
+            record = config_record(now, changed=changed, previous=previous, source_ip=source_ip)
             store.save_config(merged, version, record)
-        except VersionConflictError:
-            continue
         return merged
-    raise BusyError("the config kept changing under this update; try again")
+
+    return retry_on_conflict(attempt, busy="the config kept changing under this update")

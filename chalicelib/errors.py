@@ -1,10 +1,18 @@
 """The project's own exceptions.
 
 Adapters turn AWS failures into these; the routes map them to HTTP answers in one place
-(``chalicelib.api.handle_errors``).
+(``chalicelib.http.handle_errors``). Every optimistic write is retried by one loop,
+:func:`retry_on_conflict`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+ATTEMPTS = 8  # writes of one pool item rarely race more than twice in a row
+_BUSY = "the pool kept changing under this request"
 
 
 class ScalerError(Exception):
@@ -37,3 +45,19 @@ class RecordExistsError(VersionConflictError):
 
 class BusyError(DependencyError):
     """Another writer kept winning the pool's state; try again shortly (HTTP 503)."""
+
+
+def retry_on_conflict(attempt: Callable[[], T], *, busy: str = _BUSY) -> T:
+    """Run ``attempt`` (read, decide, write under a version check) until its write wins.
+
+    A lost race (:class:`VersionConflictError`) reads and decides again; a writer that keeps
+    losing answers :class:`BusyError` (503, try again) with ``busy`` as the reason.
+    """
+    for _ in range(ATTEMPTS):
+        try:
+            return attempt()
+        except RecordExistsError:
+            raise
+        except VersionConflictError:
+            continue
+    raise BusyError(f"{busy}; try again")

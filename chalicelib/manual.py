@@ -12,14 +12,12 @@ from typing import Any
 
 from chalicelib.clock import iso
 from chalicelib.config import MAX_NODES, Field, parse_patch
-from chalicelib.errors import BusyError, PoolConflictError, ValidationError, VersionConflictError
+from chalicelib.errors import PoolConflictError, ValidationError, retry_on_conflict
 from chalicelib.membership import settle_tags
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.pool import Pool
 from chalicelib.scaling import claim, make_plan, needs_ec2, plan_acts, refuse_if_held
 from chalicelib.tick import TickDeps, by_launch_token
-
-_ATTEMPTS = 5
 
 Decide = Callable[[Mapping[str, Any], Pool], Decision]
 Clock = Callable[[Pool], datetime]
@@ -74,7 +72,7 @@ def resize(deps: TickDeps, target_size: int, *, clock: Clock, source_ip: str) ->
 def _resize(
     deps: TickDeps, source: str, rule: Decide, *, clock: Clock, source_ip: str, miss_rate: float | None
 ) -> dict[str, Any]:
-    for _ in range(_ATTEMPTS):
+    def attempt() -> dict[str, Any]:
         config, _, pool = deps.store.load_state()
         pool = settle_tags(deps.store, deps.ec2, pool, strict=False)
         now = clock(pool)
@@ -97,11 +95,9 @@ def _resize(
         )
         if not plan_acts(plan, pool):
             return summary
-        try:
-            if not needs_ec2(plan, pool):
-                return deps.apply_in_one_write(pool, plan, at=now, source_ip=source_ip)[1]
-            ahead = deps.store.save_pool(claim(pool, plan, deps.wall_clock()))
-        except VersionConflictError:
-            continue
+        if not needs_ec2(plan, pool):
+            return deps.apply_in_one_write(pool, plan, at=now, source_ip=source_ip)[1]
+        ahead = deps.store.save_pool(claim(pool, plan, deps.wall_clock()))
         return deps.finish(ahead, {}, at=now, source_ip=source_ip)[1]
-    raise BusyError("the pool kept changing under this request; try again")
+
+    return retry_on_conflict(attempt)

@@ -1,9 +1,12 @@
-"""Membership changes made through the API: set the node list, terminate all, list instances.
+"""Membership changes made through the API: set the node list, confirm a drain, terminate all,
+list instances.
 
-Write first, act second, so that a failure loses no node: the table is written first (with the
-tag work or the terminations it implies recorded on the pool), then EC2 is told; a failed EC2
-call answers 503 and the next writer (or tick) finishes the recorded work. Instances are only
-ever released (untagged), never terminated, when the manager-app drops them from the list.
+Write first, act second, so that a failure loses no node: each change is written to the pool
+item under its version check with the work it implies (tags owed in ``pending_tag`` and
+``pending_untag``, instances to end in ``terminating``), and only then is EC2 called; a failed
+EC2 call answers 503 and the next writer (or tick) finishes the recorded work. Instances the
+manager-app drops from the list are only ever released (untagged once their ``decrease`` was
+delivered), never terminated.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from chalicelib.errors import (
     UnknownNodeError,
     ValidationError,
     VersionConflictError,
+    retry_on_conflict,
 )
 from chalicelib.notifier import Deadline, Notifier, announce, awaiting_notice
 from chalicelib.observability import logger
@@ -35,7 +39,6 @@ from chalicelib.store import StateStore
 
 INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 ADOPTABLE_STATES = ("pending", "running")
-_ATTEMPTS = 8
 _CONFIRMED_KEPT = 32
 
 
@@ -96,7 +99,8 @@ class Membership:
     def replace(self, ids: list[str], *, source_ip: str) -> Pool:
         """Make ``ids`` the pool, in that order: adopt new ones, release dropped ones."""
         identity = self.ec2.node_identity(self.settings.launch)
-        for _ in range(_ATTEMPTS):
+
+        def attempt() -> Pool:
             pool = settle_tags(self.store, self.ec2, self.store.load_pool(), strict=False)
             refuse_if_held(pool, self.wall_clock())
             ending = [node_id for node_id in ids if node_id in pool.terminating]
@@ -129,15 +133,13 @@ class Membership:
                 # A swap: decrease for the released nodes now, increase for the adopted ones
                 # when they come into service; released nodes keep their tag until told.
                 changed = announce(pool, changed, "manual")
-            try:
-                saved = self.store.save_pool(changed, record)
-            except VersionConflictError:
-                continue
+            saved = self.store.save_pool(changed, record)
             # The new list stands; a tag call that fails here answers 503, and the owed work is
             # finished by the next writer (a retry of this request does it at once).
             told = notify(self.store, saved, self.notifier, None, self.deadline)
             return settle_tags(self.store, self.ec2, told)
-        raise BusyError("the pool kept changing under this request; try again")
+
+        return retry_on_conflict(attempt)
 
     def _check_adoptable(self, ids: list[str], identity: NodeIdentity) -> dict[str, Instance]:
         image, profile = identity.image_id, identity.instance_profile
@@ -193,7 +195,8 @@ class Membership:
         Released nodes are no longer the pool's: untagged if they may be, and never terminated
         even while they keep the tag for their undelivered decrease.
         """
-        for _ in range(_ATTEMPTS):
+
+        def attempt() -> list[str]:
             pool = settle_tags(self.store, self.ec2, self.store.load_pool(), strict=False)
             refuse_if_held(pool, self.wall_clock())
             released = set(pool.pending_untag)
@@ -214,13 +217,10 @@ class Membership:
                 pool.with_nodes([], recent_miss_rates=(), pending_plan=None),
                 terminating=tuple(dict.fromkeys([*pool.terminating, *doomed])),
             )
-            try:
-                saved = self.store.save_pool(intent, record)
-            except VersionConflictError:
-                continue
-            end_terminating(self.store, self.ec2, saved)
+            end_terminating(self.store, self.ec2, self.store.save_pool(intent, record))
             return doomed
-        raise BusyError("the pool kept changing under this request; try again")
+
+        return retry_on_conflict(attempt)
 
     # -- the front-end confirms a drain ---------------------------------------------------
 
@@ -231,7 +231,8 @@ class Membership:
         once it may go. A repeated confirmation answers the same id (recent confirmations are
         remembered), and finishes a termination that EC2 failed the first time.
         """
-        for _ in range(_ATTEMPTS):
+
+        def attempt() -> str:
             pool = self.store.load_pool()
             node = next((node for node in pool.nodes if node.ip == ip), None)
             if node is None or node.state != DRAINING:
@@ -257,13 +258,11 @@ class Membership:
                 source_ip=source_ip,
             )
             trimmed = dict(list(confirmed.items())[-_CONFIRMED_KEPT:])
-            try:
-                saved = self.store.save_pool(replace(pool.ending([node.id]), confirmed=trimmed), record)
-            except VersionConflictError:
-                continue
+            saved = self.store.save_pool(replace(pool.ending([node.id]), confirmed=trimmed), record)
             end_terminating(self.store, self.ec2, saved)
             return node.id
-        raise BusyError("the pool kept changing under this request; try again")
+
+        return retry_on_conflict(attempt)
 
     # -- list ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ there in one step. The answer comes from, in order of preference:
    service for ``WARM_MINUTES``) are read when there are any: a node that just joined has an
    empty ghost list and would make every size look too small.
 2. **experience**, without a curve: the miss rate that warm, settled pools showed at each load
-   per node (GET requests ÷ serving nodes), kept from the tick records' figures. Misses grow
+   per node (GET requests ÷ serving nodes), kept in the policy's memory on the pool item. Misses grow
    with the load per node, so the miss rate at ``n`` nodes is at most the lowest one seen at a
    load per node at least as high. With nothing known at that load, the current miss rate is
    scaled by ``s/n`` (misses taken as inversely proportional to capacity).

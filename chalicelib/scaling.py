@@ -25,7 +25,7 @@ from chalicelib.errors import (
     DependencyError,
     RecordExistsError,
     ScalerError,
-    VersionConflictError,
+    retry_on_conflict,
 )
 from chalicelib.notifier import Deadline, Notifier, announce, delivered, enqueue
 from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT, Decision
@@ -36,7 +36,6 @@ from chalicelib.store import StateStore
 
 RESIZING_ACTIONS = (SCALE_OUT, SCALE_IN, REPAIR)
 RECENT_LIMIT = 60  # scale_in_window_minutes is at most 60
-_ATTEMPTS = 8
 
 
 def launch_token(pool_name: str, label: str, slot: int) -> str:
@@ -295,20 +294,23 @@ def finish(
     # A tick's plan is recorded at its own T, even when a later tick finishes it.
     when = parse_iso(plan["time"]) if plan["time"] else at
     records = records_of(plan, outcome, when, source_ip)
-    current = pool
-    for _ in range(_ATTEMPTS):
+    attempts = 0
+
+    def attempt() -> Pool:
+        nonlocal attempts
+        current = pool if attempts == 0 else store.load_pool()  # a lost race reads again
+        attempts += 1
         if current.pending_plan != plan:
             # Someone finished it meanwhile; what this run ended is still recorded as ended.
-            return record_ended(store, current, outcome.terminated), result_of(plan, outcome)
+            return record_ended(store, current, outcome.terminated)
         try:
             saved = store.save_pool(apply_outcome(current, plan, outcome), *records)
         except RecordExistsError:
-            return store.load_pool(), result_of(plan, outcome)
-        except VersionConflictError:
-            current = store.load_pool()
-            continue
-        return notify(store, saved, notifier, plan["time"], deadline), result_of(plan, outcome)
-    raise BusyError("the pool kept changing while a resize was being recorded; it will be finished")
+            return store.load_pool()
+        return notify(store, saved, notifier, plan["time"], deadline)
+
+    busy = "the pool kept changing while a resize was being recorded; it will be finished"
+    return retry_on_conflict(attempt, busy=busy), result_of(plan, outcome)
 
 
 def apply_in_one_write(
@@ -334,15 +336,16 @@ def apply_in_one_write(
 def save_change(store: StateStore, pool: Pool, change: Callable[[Pool], Pool], what: str) -> Pool:
     """Write ``change`` applied to the pool, re-reading and applying it again after a lost race;
     nothing when it changes nothing (another writer recorded it already)."""
-    for _ in range(_ATTEMPTS):
-        after = change(pool)
-        if after == pool:
-            return pool
-        try:
-            return store.save_pool(after)
-        except VersionConflictError:
-            pool = store.load_pool()
-    raise BusyError(f"the pool kept changing while {what} was being recorded")
+    attempts = 0
+
+    def attempt() -> Pool:
+        nonlocal attempts
+        current = pool if attempts == 0 else store.load_pool()  # a lost race reads again
+        attempts += 1
+        after = change(current)
+        return current if after == current else store.save_pool(after)
+
+    return retry_on_conflict(attempt, busy=f"the pool kept changing while {what} was being recorded")
 
 
 def record_ended(store: StateStore, pool: Pool, ids: list[str]) -> Pool:

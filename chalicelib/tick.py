@@ -7,7 +7,6 @@ writing its plan is finished by its retry or by the next tick.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,12 +14,13 @@ from typing import Any
 from chalicelib import clock, predictive, scaling, wiring
 from chalicelib.clock import WallClock, iso, tick_time
 from chalicelib.ec2 import Ec2Nodes, Instance
-from chalicelib.errors import BusyError, DependencyError, RecordExistsError, VersionConflictError
+from chalicelib.errors import DependencyError, RecordExistsError, retry_on_conflict
 from chalicelib.lifecycle import Observed, Timeouts, observe
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
 from chalicelib.notifier import Deadline, Notifier, announce
-from chalicelib.policy import HOLD, REPLACE, Decision, Observation, decide
+from chalicelib.policies import Policy, policy_named
+from chalicelib.policy import HOLD, REPLACE, Decision, Observation
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
 from chalicelib.records import tick_record
 from chalicelib.scaling import (
@@ -33,35 +33,8 @@ from chalicelib.scaling import (
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 
-_ATTEMPTS = 5
 # How long a tick invoked without a Lambda context (the local scheduler, the CLI) may deliver.
 NO_CONTEXT_SECONDS = 60.0
-
-# A policy: the config, the tick's observation and evidence, and the memory it kept at the
-# last tick (None at first) → its decision and the memory to keep.
-PolicyMemory = dict[str, Any] | None
-Policy = Callable[
-    [dict[str, Any], Observation, predictive.Evidence, PolicyMemory], tuple[Decision, PolicyMemory]
-]
-
-
-def ratio_policy(
-    config: dict[str, Any], observed: Observation, evidence: predictive.Evidence, memory: PolicyMemory
-) -> tuple[Decision, PolicyMemory]:
-    """SPEC's steps 4-5 (its scale-in window lives in ``recent_miss_rates``, not in the memory)."""
-    return decide(config, observed), memory
-
-
-def predictive_policy(
-    config: dict[str, Any], observed: Observation, evidence: predictive.Evidence, memory: PolicyMemory
-) -> tuple[Decision, PolicyMemory]:
-    decision, kept = predictive.decide(
-        config, observed, replace(evidence, memory=predictive.Memory.from_data(memory))
-    )
-    return decision, kept.to_data()
-
-
-POLICIES: dict[str, Policy] = {"ratio": ratio_policy, predictive.POLICY: predictive_policy}
 
 
 @dataclass(frozen=True)
@@ -131,15 +104,13 @@ def scheduled_tick(event_time: str, context: Any = None) -> dict[str, Any]:
 def run_tick(deps: TickDeps, at: str | datetime, *, dry_run: bool = False) -> dict[str, Any]:
     """One tick at ``at``; answers a JSON-serialisable summary of the decision."""
     now = tick_time(at)
-    for _ in range(_ATTEMPTS):
-        try:
-            return _tick(deps, now, dry_run)
-        except RecordExistsError:
-            pool = deps.store.load_pool()
-            return {**(pool.last_decision or {}), "replayed": True}
-        except VersionConflictError:
-            continue  # a route wrote the pool meanwhile: observe again
-    raise BusyError(f"tick {iso(now)}: the pool kept changing under it")
+    try:
+        # A route that wrote the pool meanwhile makes the tick observe again.
+        busy = f"tick {iso(now)}: the pool kept changing"
+        return retry_on_conflict(lambda: _tick(deps, now, dry_run), busy=busy)
+    except RecordExistsError:
+        pool = deps.store.load_pool()
+        return {**(pool.last_decision or {}), "replayed": True}
 
 
 def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
@@ -202,7 +173,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         draining=current.count(DRAINING),
         recent_miss_rates=pool.recent_miss_rates,
     )
-    policy = deps.policy or POLICIES.get(config["policy"], ratio_policy)
+    policy = deps.policy or policy_named(config["policy"])
     seen = evidence(current, traffic, now, requests)
     decision, memory = policy(config, observation, seen, pool.policy_memory)
     decision, replacing = _replacement(decision, observed, current)

@@ -300,4 +300,4 @@ def test_endless_conflicts_end_in_busy() -> None:
             raise VersionConflictError("always")
 
     with pytest.raises(BusyError):
-        update_config(AlwaysLosing(), {"auto_mode": False}, source_ip="x", now=NOW, attempts=3)
+        update_config(AlwaysLosing(), {"auto_mode": False}, source_ip="x", now=NOW)
