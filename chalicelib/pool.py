@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.clock import parse_iso
+from chalicelib.plan import Plan
 
 LAUNCHING = "launching"
 IN_SERVICE = "in_service"
@@ -58,7 +59,7 @@ class Pool:
     # Miss rates of the ticks with data since the last resize, oldest first (the scale-in window).
     recent_miss_rates: tuple[float, ...] = ()
     # A plan written before acting on EC2 and cleared after: whoever finds it finishes it.
-    pending_plan: dict[str, Any] | None = None
+    pending_plan: Plan | None = None
     # Notifications to the front-end not yet answered with a 2xx, oldest first.
     outbox: tuple[dict[str, Any], ...] = ()
     # Drains the front-end confirmed lately: IP → instance id, so that a repeat answers the same.
@@ -125,7 +126,7 @@ class Pool:
             "last_tick_wall": self.last_tick_wall,
             "last_decision": self.last_decision,
             "recent_miss_rates": list(self.recent_miss_rates),
-            "pending_plan": self.pending_plan,
+            "pending_plan": self.pending_plan.to_data() if self.pending_plan is not None else None,
             "outbox": list(self.outbox),
             "confirmed": self.confirmed or {},
             "orphans": self.orphans or {},
@@ -145,7 +146,7 @@ class Pool:
             last_tick_wall=data.get("last_tick_wall"),
             last_decision=data.get("last_decision"),
             recent_miss_rates=tuple(data.get("recent_miss_rates", [])),
-            pending_plan=data.get("pending_plan"),
+            pending_plan=Plan.from_data(data["pending_plan"]) if data.get("pending_plan") else None,
             outbox=tuple(data.get("outbox", [])),
             confirmed=data.get("confirmed") or None,
             orphans=data.get("orphans") or None,

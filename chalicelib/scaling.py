@@ -28,6 +28,7 @@ from chalicelib.errors import (
     retry_on_conflict,
 )
 from chalicelib.notifier import Deadline, Notifier, announce, delivered, enqueue
+from chalicelib.plan import Launch, Plan
 from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT, Decision
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import Record, membership_record, tick_record
@@ -59,7 +60,7 @@ def make_plan(
     notify: bool = False,
     replacing: list[str] | None = None,
     policy_memory: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Plan:
     """The work a decision means. Growing takes draining nodes back first (their cache is warm),
     then launches at the end of the list; shrinking takes the list's tail, which drains when a
     front-end is to be told (``notify``) and is terminated otherwise. ``replacing`` nodes drain
@@ -75,34 +76,30 @@ def make_plan(
     # this plan are counted out here; the executor launches only into room EC2 confirmed.
     staying = len(pool.nodes) - (0 if notify else len(replacing) + len(doomed))
     launch = [
-        {"token": launch_token(pool_name, label, slot), "slot": slot}
+        Launch(launch_token(pool_name, label, slot), slot)
         for slot in range(grown, min(target, grown + MAX_NODES - staying))
     ]
-    return {
-        "source": source,
-        "mode": "automatic" if source == "tick" else "manual",
-        "notify": notify,
-        "time": time,
-        "label": label,
-        "summary": summary,
-        "take_back": take_back,
-        "launch": launch,
-        "drain": [*replacing, *doomed] if notify else [],
-        # Ended at once: they leave the list, into ``Pool.terminating``, when the plan is written.
-        "terminate": [*(expired or []), *([] if notify else doomed)],
-        # Without a front-end a replaced node stays listed until EC2 confirms its end; only
-        # then is its replacement launched, so a failed terminate never makes a ninth node.
-        "replacing": [] if notify else replacing,
-        "recent_miss_rates": list(recent_miss_rates),
-        "events": list(events or []),
-        "policy_memory": policy_memory,
-    }
+    return Plan(
+        source=source,
+        label=label,
+        time=time,
+        summary=summary,
+        notify=notify,
+        take_back=tuple(take_back),
+        launch=tuple(launch),
+        drain=(*replacing, *doomed) if notify else (),
+        terminate=(*(expired or []), *([] if notify else doomed)),
+        replacing=() if notify else tuple(replacing),
+        recent_miss_rates=tuple(recent_miss_rates),
+        events=tuple(events or []),
+        policy_memory=policy_memory,
+    )
 
 
-def claim(pool: Pool, plan: dict[str, Any], wall_now: datetime) -> Pool:
+def claim(pool: Pool, plan: Plan, wall_now: datetime) -> Pool:
     """The plan's intent, to be written before EC2 is called: the plan itself, with a lease
     while its writer carries it out, and the nodes it ends moved to ``Pool.terminating``."""
-    return replace(pool.ending(plan["terminate"]), pending_plan={**plan, "claimed_at": wall_now.isoformat()})
+    return replace(pool.ending(plan.terminate), pending_plan=replace(plan, claimed_at=wall_now.isoformat()))
 
 
 LEASE_SECONDS = 150  # longer than any invocation that writes a plan may run
@@ -114,28 +111,28 @@ def held_by_another(pool: Pool, wall_now: datetime) -> bool:
     The lease is a wall-clock safety interval, not a scaling rule, so it reads the wall clock.
     """
     plan = pool.pending_plan
-    if plan is None or not plan.get("claimed_at"):
+    if plan is None or not plan.claimed_at:
         return False
-    claimed = parse_iso(plan["claimed_at"])
+    claimed = parse_iso(plan.claimed_at)
     return (wall_now - claimed).total_seconds() < LEASE_SECONDS
 
 
 def refuse_if_held(pool: Pool, wall_now: datetime) -> None:
     """Routes that change membership wait for a resize in progress (503 with Retry-After)."""
     if held_by_another(pool, wall_now):
-        source = (pool.pending_plan or {}).get("source")
+        source = pool.pending_plan.source if pool.pending_plan else None
         raise BusyError(f"another writer holds the pool ({source} in progress); try again shortly")
 
 
-def plan_acts(plan: dict[str, Any], pool: Pool) -> bool:
+def plan_acts(plan: Plan, pool: Pool) -> bool:
     """Does carrying out ``plan`` on ``pool`` change members or need EC2?"""
-    return needs_ec2(plan, pool) or bool(plan["drain"] or plan["take_back"])
+    return needs_ec2(plan, pool) or bool(plan.drain or plan.take_back)
 
 
-def needs_ec2(plan: dict[str, Any], pool: Pool) -> bool:
+def needs_ec2(plan: Plan, pool: Pool) -> bool:
     """Must ``plan`` be written as an intent before it is carried out? Instances the pool is
     still terminating are retried by every plan."""
-    return bool(plan["launch"] or plan["terminate"] or plan.get("replacing") or pool.terminating)
+    return bool(plan.launch or plan.terminate or plan.replacing or pool.terminating)
 
 
 @dataclass
@@ -165,7 +162,7 @@ def terminate_live(ec2: Ec2Nodes, ids: list[str], outcome: Outcome) -> list[str]
 
 
 def carry_out(
-    plan: dict[str, Any], pool: Pool, ec2: Ec2Nodes, settings: Settings, by_token: dict[str, Instance]
+    plan: Plan, pool: Pool, ec2: Ec2Nodes, settings: Settings, by_token: dict[str, Instance]
 ) -> Outcome:
     """Terminate first, then launch into the room that exists. A launch whose token already
     tagged an instance adopts it.
@@ -175,20 +172,20 @@ def carry_out(
     """
     outcome = Outcome()
     unconfirmed = terminate_live(ec2, list(pool.terminating), outcome)
-    replacing = [node_id for node_id in plan.get("replacing", []) if pool.node(node_id) is not None]
+    replacing = [node_id for node_id in plan.replacing if pool.node(node_id) is not None]
     still_listed = terminate_live(ec2, replacing, outcome)
     # A replacement waits for the end of the node it replaces.
-    launches = plan["launch"][: max(0, len(plan["launch"]) - len(still_listed))]
+    launches = plan.launch[: max(0, len(plan.launch) - len(still_listed))]
     live = len(pool.nodes) - len(replacing) + len(still_listed) + len(unconfirmed)
-    live += sum(1 for launch in launches if launch["token"] in by_token)  # made by a run that died
+    live += sum(1 for launch in launches if launch.token in by_token)  # made by a run that died
     for launch in launches:
-        instance = by_token.get(launch["token"])
+        instance = by_token.get(launch.token)
         if instance is None:
             if live >= MAX_NODES:
                 outcome.failures.append(f"launch postponed: {live} instances live, at most {MAX_NODES}")
                 break
             try:
-                instance = ec2.launch(launch["token"], settings.launch, launch["slot"])
+                instance = ec2.launch(launch.token, settings.launch, launch.slot)
             except ScalerError as exc:
                 outcome.failures.append(f"launch failed: {exc}")
                 break
@@ -200,16 +197,16 @@ def carry_out(
                 ip=instance.ip,
                 instance_type=instance.instance_type,
                 launched_at=instance.launched_at,
-                since=plan["time"],
-                token=launch["token"],
+                since=plan.time,
+                token=launch.token,
             )
         )
     return outcome
 
 
-def apply_outcome(pool: Pool, plan: dict[str, Any], outcome: Outcome) -> Pool:
+def apply_outcome(pool: Pool, plan: Plan, outcome: Outcome) -> Pool:
     """The pool after the plan: whatever else changed it meanwhile is kept."""
-    drain, take_back, ended = set(plan["drain"]), set(plan["take_back"]), set(outcome.terminated)
+    drain, take_back, ended = set(plan.drain), set(plan.take_back), set(outcome.terminated)
     nodes = []
     for node in pool.nodes:
         if node.id in ended:
@@ -217,57 +214,57 @@ def apply_outcome(pool: Pool, plan: dict[str, Any], outcome: Outcome) -> Pool:
         if node.id in drain and node.state != DRAINING:
             node = replace(node, state=DRAINING, since=None, drain_delivered=False)
         elif node.id in take_back and node.state == DRAINING:
-            node = replace(node, state=IN_SERVICE, since=plan["time"], drain_delivered=False)
+            node = replace(node, state=IN_SERVICE, since=plan.time, drain_delivered=False)
         nodes.append(node)
     known = {node.id for node in nodes}
     new = [node for node in outcome.added if node.id not in known]
     serving = [node for node in nodes if node.state != DRAINING]
     nodes = [*serving, *new, *[node for node in nodes if node.state == DRAINING]]
-    decision = plan["summary"]
+    decision = plan.summary
     moved = outcome.added or outcome.terminated or drain or take_back
     resized = decision["action"] in RESIZING_ACTIONS and bool(moved)
     changes: dict[str, Any] = {
         "pending_plan": None,
-        "recent_miss_rates": () if resized else tuple(plan["recent_miss_rates"][-RECENT_LIMIT:]),
+        "recent_miss_rates": () if resized else tuple(plan.recent_miss_rates[-RECENT_LIMIT:]),
     }
-    if plan["source"] == "tick":
-        changes.update(last_tick=plan["time"], last_decision=result_of(plan, outcome))
-        if plan.get("policy_memory") is not None:
-            changes["policy_memory"] = plan["policy_memory"]
+    if plan.by_tick:
+        changes.update(last_tick=plan.time, last_decision=result_of(plan, outcome))
+        if plan.policy_memory is not None:
+            changes["policy_memory"] = dict(plan.policy_memory)
     after = replace(pool.with_nodes(nodes).ended(ended), **changes)
-    return announce(pool, after, plan["mode"]) if plan["notify"] else after
+    return announce(pool, after, plan.mode) if plan.notify else after
 
 
-def result_of(plan: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-    result = dict(plan["summary"])
+def result_of(plan: Plan, outcome: Outcome) -> dict[str, Any]:
+    result = dict(plan.summary)
     if outcome.added:
         result["launched"] = [node.id for node in outcome.added]
     if outcome.terminated:
         result["terminated"] = list(outcome.terminated)
-    if plan["drain"]:
-        result["draining"] = list(plan["drain"])
-    if plan["take_back"]:
-        result["taken_back"] = list(plan["take_back"])
+    if plan.drain:
+        result["draining"] = list(plan.drain)
+    if plan.take_back:
+        result["taken_back"] = list(plan.take_back)
     if outcome.failures:
         result["errors"] = list(outcome.failures)
     return result
 
 
-def records_of(plan: dict[str, Any], outcome: Outcome, at: datetime, source_ip: str | None) -> list[Record]:
+def records_of(plan: Plan, outcome: Outcome, at: datetime, source_ip: str | None) -> list[Record]:
     """A tick's record (one per tick time), and a membership record when members changed."""
     result = result_of(plan, outcome)
     records: list[Record] = []
-    if plan["source"] == "tick":
-        records.append(tick_record(at, {**result, "events": plan["events"]}))
-    added = [*plan["take_back"], *(node.id for node in outcome.added)]
-    if added or outcome.terminated or plan["drain"] or plan["events"] or plan["source"] != "tick":
-        reasons = [*plan["events"], result["reason"], *outcome.failures]
+    if plan.by_tick:
+        records.append(tick_record(at, {**result, "events": list(plan.events)}))
+    added = [*plan.take_back, *(node.id for node in outcome.added)]
+    if added or outcome.terminated or plan.drain or plan.events or not plan.by_tick:
+        reasons = [*plan.events, result["reason"], *outcome.failures]
         records.append(
             membership_record(
                 at,
-                change=plan["source"],
+                change=plan.source,
                 added=added,
-                removed=[*plan["drain"], *outcome.terminated],
+                removed=[*plan.drain, *outcome.terminated],
                 reason="; ".join(reasons),
                 source_ip=source_ip,
             )
@@ -292,7 +289,7 @@ def finish(
     assert plan is not None
     outcome = carry_out(plan, pool, ec2, settings, by_token)
     # A tick's plan is recorded at its own T, even when a later tick finishes it.
-    when = parse_iso(plan["time"]) if plan["time"] else at
+    when = parse_iso(plan.time) if plan.time else at
     records = records_of(plan, outcome, when, source_ip)
     attempts = 0
 
@@ -307,7 +304,7 @@ def finish(
             saved = store.save_pool(apply_outcome(current, plan, outcome), *records)
         except RecordExistsError:
             return store.load_pool()
-        return notify(store, saved, notifier, plan["time"], deadline)
+        return notify(store, saved, notifier, plan.time, deadline)
 
     busy = "the pool kept changing while a resize was being recorded; it will be finished"
     return retry_on_conflict(attempt, busy=busy), result_of(plan, outcome)
@@ -316,7 +313,7 @@ def finish(
 def apply_in_one_write(
     store: StateStore,
     pool: Pool,
-    plan: dict[str, Any],
+    plan: Plan,
     *,
     at: datetime,
     source_ip: str | None = None,
@@ -330,7 +327,7 @@ def apply_in_one_write(
     outcome = Outcome()
     after = replace(apply_outcome(pool, plan, outcome), **changes)
     saved = store.save_pool(after, *records_of(plan, outcome, at, source_ip))
-    return notify(store, saved, notifier, plan["time"], deadline), result_of(plan, outcome)
+    return notify(store, saved, notifier, plan.time, deadline), result_of(plan, outcome)
 
 
 def save_change(store: StateStore, pool: Pool, change: Callable[[Pool], Pool], what: str) -> Pool:

@@ -19,6 +19,7 @@ from chalicelib.lifecycle import Observed, Timeouts, observe
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
 from chalicelib.notifier import Deadline, Notifier, announce
+from chalicelib.plan import Plan
 from chalicelib.policies import Policy, policy_named
 from chalicelib.policy import HOLD, REPLACE, Decision, Observation
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
@@ -68,7 +69,7 @@ class TickDeps:
         )
 
     def apply_in_one_write(
-        self, pool: Pool, plan: dict[str, Any], *, at: datetime, source_ip: str | None = None, **changes: Any
+        self, pool: Pool, plan: Plan, *, at: datetime, source_ip: str | None = None, **changes: Any
     ) -> tuple[Pool, dict[str, Any]]:
         """A plan that needs no EC2 call, written and told (see ``scaling.apply_in_one_write``)."""
         return scaling.apply_in_one_write(
@@ -124,9 +125,9 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             "action": None,
             "reason": f"skipped: older than the last tick {pool.last_tick}",
         }
-    plan_time = pool.pending_plan.get("time") if pool.pending_plan else None
+    plan_time = pool.pending_plan.time if pool.pending_plan else None
     # Ticks never overlap (reserved concurrency 1): a tick's plan found here is a dead tick's.
-    route_plan = pool.pending_plan is not None and pool.pending_plan.get("source") != "tick"
+    route_plan = pool.pending_plan is not None and not pool.pending_plan.by_tick
     if route_plan and held_by_another(pool, deps.wall_clock()) and not dry_run:
         return _hold_for_another_writer(deps, pool, now)
     if not dry_run:
@@ -146,7 +147,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         drain_seconds=settings.drain_timeout_seconds,
         silent_seconds=settings.node_silent_seconds,
     )
-    planned = frozenset(launch["token"] for launch in (pool.pending_plan or {}).get("launch", []))
+    planned = pool.pending_plan.launch_tokens if pool.pending_plan else frozenset()
     impaired = _impaired(deps, pool, instances)
     observed = observe(
         pool,
@@ -208,8 +209,8 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         return {
             **summary,
             "dry_run": True,
-            "would_launch": len(plan["launch"]),
-            "would_terminate": [*plan["terminate"], *plan["replacing"], *current.terminating],
+            "would_launch": len(plan.launch),
+            "would_terminate": [*plan.terminate, *plan.replacing, *current.terminating],
         }
     wall = deps.wall_clock()
     if needs_ec2(plan, current):
@@ -240,14 +241,14 @@ def _replacement(decision: Decision, observed: Observed, current: Pool) -> tuple
 def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[str, Any]:
     """A route is resizing right now: leave the pool to it, and record that this tick held."""
     stamp = iso(now)
-    plan = pool.pending_plan or {}
+    source = pool.pending_plan.source if pool.pending_plan else None
     summary = {
         "time": stamp,
         "miss_rate": None,
         "previous_size": pool.pool_size,
         "target_size": pool.pool_size,
         "action": HOLD,
-        "reason": f"another writer holds the pool ({plan.get('source')} in progress)",
+        "reason": f"another writer holds the pool ({source} in progress)",
         "requests": 0,
         "policy": None,
     }

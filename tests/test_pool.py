@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from chalicelib.plan import Plan
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 
 WALL = datetime(2026, 11, 26, 6, 0, 30, tzinfo=UTC)
@@ -33,6 +34,6 @@ def test_the_pool_round_trips_through_its_data() -> None:
         sequence=2,
         last_tick="2026-11-26T12:00:00Z",
         recent_miss_rates=(0.1, 0.2),
-        pending_plan={"source": "tick"},
+        pending_plan=Plan("tick", "20261126T1200", "2026-11-26T12:00:00Z", {"action": "hold"}),
     )
     assert Pool.from_data(pool.to_data(), 3) == pool

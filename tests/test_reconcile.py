@@ -105,7 +105,9 @@ def _plan_held_by_a_route(store_pool_claimed_at: str) -> None:
     }
     from dataclasses import replace
 
-    store.save_pool(replace(pool, pending_plan=plan))
+    from chalicelib.plan import Plan
+
+    store.save_pool(replace(pool, pending_plan=Plan.from_data(plan)))
 
 
 def test_a_route_finding_the_pool_held_answers_503_and_a_tick_holds(client: Client, ec2: Any) -> None:

@@ -204,7 +204,7 @@ class World:
         if launch_token is None or launch_token in made.values():
             return
         states = self.instances()
-        tokens = {launch["token"] for launch in (pool.pending_plan or {}).get("launch", [])}
+        tokens = pool.pending_plan.launch_tokens if pool.pending_plan else frozenset()
         ours = {*pool.live_ids, *pool.terminating, *(i for i, t in made.items() if t in tokens)}
         live = [i for i in ours if states.get(i, ("gone",))[0] in LIVE_STATES]
         if len(live) >= 8:
