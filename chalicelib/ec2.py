@@ -3,78 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws
 from chalicelib.errors import DependencyError, PoolConflictError
+from chalicelib.instances import LIVE_STATES, Instance, NodeIdentity
 from chalicelib.settings import POOL_TAG_KEY, LaunchSpec
 
-# States in which an instance still exists for the pool (and still costs money).
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
 # Carries a launch's idempotency token, so that a retried launch finds the instance it made.
 LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"
 # EC2's words for "not this instance type here now": try the next one in NODE_INSTANCE_TYPES.
 CAPACITY_ERRORS = ("InsufficientInstanceCapacity", "InstanceLimitExceeded", "Unsupported")
 DEFAULT_INSTANCE_TYPE = "t3.micro"
-INSTANCE_PROFILE_ARN_PART = ":instance-profile/"
-
-
-@dataclass(frozen=True)
-class Instance:
-    id: str
-    state: str
-    image_id: str | None
-    ip: str | None
-    instance_type: str | None
-    launched_at: str | None
-    pool: str | None  # the value of the pool tag, if any
-    launch_token: str | None = None
-    instance_profile_arn: str | None = None  # the ARN of the attached instance profile, if any
-
-    @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Instance:
-        tags = {tag["Key"]: tag["Value"] for tag in data.get("Tags", [])}
-        launch_time = data.get("LaunchTime")
-        return cls(
-            id=data["InstanceId"],
-            state=data["State"]["Name"],
-            image_id=data.get("ImageId"),
-            ip=data.get("PrivateIpAddress"),
-            instance_type=data.get("InstanceType"),
-            launched_at=launch_time.strftime("%Y-%m-%dT%H:%M:%SZ") if launch_time else None,
-            pool=tags.get(POOL_TAG_KEY),
-            launch_token=tags.get(LAUNCH_TOKEN_TAG),
-            instance_profile_arn=(data.get("IamInstanceProfile") or {}).get("Arn"),
-        )
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    """What makes an instance a node: the node image, and the node instance profile (a name or
-    an ARN) when one is configured. Both come from the settings, or else the launch template."""
-
-    image_id: str | None
-    instance_profile: str | None = None
-
-    def carries_profile(self, instance: Instance) -> bool:
-        """Whether ``instance`` carries the node instance profile (always, when none is set)."""
-        return self.instance_profile is None or profile_matches(
-            self.instance_profile, instance.instance_profile_arn
-        )
-
-
-def profile_matches(profile: str, arn: str | None) -> bool:
-    """An instance profile ARN against a configured profile: an ARN matches exactly; a bare name
-    matches the ARN's last path segment (``arn:aws:iam::123:instance-profile/some/path/name``)."""
-    if not arn:
-        return False
-    if profile.startswith("arn:"):
-        return arn == profile
-    _, found, path = arn.partition(INSTANCE_PROFILE_ARN_PART)
-    return bool(found) and path.rsplit("/", 1)[-1] == profile
 
 
 class Ec2Nodes:
@@ -193,7 +135,7 @@ class Ec2Nodes:
                 continue
             except BotoCoreError as exc:
                 raise _dependency_error(exc) from exc
-            return Instance.from_api(reply["Instances"][0])
+            return instance_from_api(reply["Instances"][0])
         assert last_error is not None
         raise _dependency_error(last_error) from last_error
 
@@ -231,7 +173,7 @@ class Ec2Nodes:
         try:
             pages = self.client.get_paginator("describe_instances").paginate(Filters=filters)
             return [
-                Instance.from_api(data)
+                instance_from_api(data)
                 for page in pages
                 for reservation in page["Reservations"]
                 for data in reservation["Instances"]
@@ -249,3 +191,19 @@ class Ec2Nodes:
 def _dependency_error(exc: Exception) -> DependencyError:
     code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
     return DependencyError(f"EC2 call failed ({code})")
+
+
+def instance_from_api(data: dict[str, Any]) -> Instance:
+    tags = {tag["Key"]: tag["Value"] for tag in data.get("Tags", [])}
+    launch_time = data.get("LaunchTime")
+    return Instance(
+        id=data["InstanceId"],
+        state=data["State"]["Name"],
+        image_id=data.get("ImageId"),
+        ip=data.get("PrivateIpAddress"),
+        instance_type=data.get("InstanceType"),
+        launched_at=launch_time.strftime("%Y-%m-%dT%H:%M:%SZ") if launch_time else None,
+        pool=tags.get(POOL_TAG_KEY),
+        launch_token=tags.get(LAUNCH_TOKEN_TAG),
+        instance_profile_arn=(data.get("IamInstanceProfile") or {}).get("Arn"),
+    )

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from chalicelib.clock import iso, seconds_between
-from chalicelib.ec2 import Instance
-from chalicelib.metrics import PoolTraffic
+from chalicelib.instances import Instance
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.traffic import PoolTraffic
 
 DEAD_STATES = ("stopping", "stopped", "shutting-down", "terminated")
 

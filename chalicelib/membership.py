@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib.clock import WallClock, wall_clock
 from chalicelib.config import MAX_NODES
-from chalicelib.ec2 import Ec2Nodes, Instance, NodeIdentity
+from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import (
     BusyError,
     DependencyError,
@@ -29,6 +29,7 @@ from chalicelib.errors import (
     VersionConflictError,
     retry_on_conflict,
 )
+from chalicelib.instances import Instance, NodeIdentity
 from chalicelib.notifier import Deadline, Notifier, announce, awaiting_notice
 from chalicelib.observability import logger
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool

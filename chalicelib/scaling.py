@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib.clock import parse_iso
 from chalicelib.config import MAX_NODES
-from chalicelib.ec2 import Ec2Nodes, Instance
+from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import (
     BusyError,
     DependencyError,
@@ -27,6 +27,7 @@ from chalicelib.errors import (
     ScalerError,
     retry_on_conflict,
 )
+from chalicelib.instances import Instance
 from chalicelib.notifier import Deadline, Notifier, announce, delivered, enqueue
 from chalicelib.plan import Launch, Plan
 from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT, Decision

@@ -13,11 +13,12 @@ from typing import Any
 
 from chalicelib import clock, predictive, scaling, wiring
 from chalicelib.clock import WallClock, iso, tick_time
-from chalicelib.ec2 import Ec2Nodes, Instance
+from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import DependencyError, RecordExistsError, retry_on_conflict
+from chalicelib.instances import Instance
 from chalicelib.lifecycle import Observed, Timeouts, observe
 from chalicelib.membership import settle_tags
-from chalicelib.metrics import PoolMetrics, PoolTraffic, miss_rate
+from chalicelib.metrics import PoolMetrics
 from chalicelib.notifier import Deadline, Notifier, announce
 from chalicelib.plan import Plan
 from chalicelib.policies import Policy, policy_named
@@ -33,6 +34,7 @@ from chalicelib.scaling import (
 )
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
+from chalicelib.traffic import PoolTraffic, miss_rate
 
 # How long a tick invoked without a Lambda context (the local scheduler, the CLI) may deliver.
 NO_CONTEXT_SECONDS = 60.0

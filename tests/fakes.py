@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.config import normalize
-from chalicelib.ec2 import LIVE_STATES, Instance, NodeIdentity
 from chalicelib.errors import DependencyError, RecordExistsError, VersionConflictError
-from chalicelib.metrics import MetricNames, NodeTraffic, PoolTraffic
+from chalicelib.instances import LIVE_STATES, Instance, NodeIdentity
+from chalicelib.metrics import MetricNames
 from chalicelib.notifier import Notifier
 from chalicelib.pool import Pool
 from chalicelib.records import Record, sort_key_time
 from chalicelib.settings import POOL_TAG_KEY, LaunchSpec, Settings
+from chalicelib.traffic import NodeTraffic, PoolTraffic
 
 LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"
 

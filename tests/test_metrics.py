@@ -10,7 +10,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from chalicelib.errors import DependencyError
-from chalicelib.metrics import MetricNames, NodeTraffic, PoolMetrics, PoolTraffic, miss_rate
+from chalicelib.metrics import MetricNames, PoolMetrics
+from chalicelib.traffic import NodeTraffic, PoolTraffic, miss_rate
 from tests.conftest import REGION, metric_queries, publish
 
 T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from chalicelib import predictive
 from chalicelib.config import default_config
-from chalicelib.metrics import CAPACITY_FACTORS, MetricNames, PoolMetrics
+from chalicelib.metrics import MetricNames, PoolMetrics
 from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
 from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn, slope
+from chalicelib.traffic import CAPACITY_FACTORS
 from sim.aws import Cloud
 from tests.conftest import AUTH, cw_event, metric_queries, post_json
 
@@ -328,9 +329,9 @@ def test_no_shrink_soon_after_growing_and_none_within_the_hysteresis() -> None:
 
 
 def test_the_tick_reads_the_curve_of_the_warm_nodes_and_counts_the_cold_ones() -> None:
-    from chalicelib.metrics import NodeTraffic, PoolTraffic
     from chalicelib.pool import IN_SERVICE, LAUNCHING, Node, Pool
     from chalicelib.tick import evidence as tick_evidence
+    from chalicelib.traffic import NodeTraffic, PoolTraffic
 
     pool = Pool(
         nodes=(

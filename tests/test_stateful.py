@@ -29,8 +29,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from moto import mock_aws
 
 from chalicelib import aws, wiring
-from chalicelib.ec2 import LIVE_STATES
 from chalicelib.errors import DependencyError
+from chalicelib.instances import LIVE_STATES
 from chalicelib.notifier import MAX_QUEUED_NOTICES
 from chalicelib.observability import logger
 from chalicelib.pool import IN_SERVICE, Pool
