@@ -22,7 +22,8 @@ from chalicelib.errors import ValidationError
 from chalicelib.http import handle_errors
 from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.membership import Membership, parse_cache_pool_ids
-from chalicelib.notifier import Deadline, last_delivered
+from chalicelib.notices import last_delivered
+from chalicelib.notifier import Deadline
 from chalicelib.pages import instances_page
 from chalicelib.pool import Pool, describe_nodes
 from chalicelib.settings import Settings

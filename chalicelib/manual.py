@@ -14,9 +14,10 @@ from chalicelib.clock import iso
 from chalicelib.config import MAX_NODES, Field, parse_patch
 from chalicelib.errors import PoolConflictError, ValidationError, retry_on_conflict
 from chalicelib.membership import settle_tags
+from chalicelib.planner import make_plan
 from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.pool import Pool
-from chalicelib.scaling import claim, make_plan, needs_ec2, plan_acts, refuse_if_held
+from chalicelib.scaling import claim, needs_ec2, plan_acts, refuse_if_held
 from chalicelib.tick import TickDeps, by_launch_token
 
 Decide = Callable[[Mapping[str, Any], Pool], Decision]

@@ -30,7 +30,8 @@ from chalicelib.errors import (
     retry_on_conflict,
 )
 from chalicelib.instances import Instance, NodeIdentity
-from chalicelib.notifier import Deadline, Notifier, announce, awaiting_notice
+from chalicelib.notices import announce, awaiting_notice
+from chalicelib.notifier import Deadline, Notifier
 from chalicelib.observability import logger
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import membership_record

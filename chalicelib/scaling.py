@@ -10,7 +10,6 @@ only into the room that exists: never more than 8 live instances at any call.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -28,73 +27,17 @@ from chalicelib.errors import (
     retry_on_conflict,
 )
 from chalicelib.instances import Instance
-from chalicelib.notifier import Deadline, Notifier, announce, delivered, enqueue
-from chalicelib.plan import Launch, Plan
-from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT, Decision
+from chalicelib.notices import announce, delivered, enqueue
+from chalicelib.notifier import Deadline, Notifier
+from chalicelib.plan import Plan
+from chalicelib.planner import RECENT_LIMIT
+from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT
 from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.records import Record, membership_record, tick_record
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 
 RESIZING_ACTIONS = (SCALE_OUT, SCALE_IN, REPAIR)
-RECENT_LIMIT = 60  # scale_in_window_minutes is at most 60
-
-
-def launch_token(pool_name: str, label: str, slot: int) -> str:
-    """RunInstances' ClientToken for one node of one decision (≤ 64 ASCII characters)."""
-    digest = hashlib.sha256(pool_name.encode()).hexdigest()[:10]
-    return f"msc-{digest}-{label}-{slot}"
-
-
-def make_plan(
-    pool: Pool,
-    decision: Decision,
-    *,
-    pool_name: str,
-    label: str,
-    source: str,
-    time: str | None,
-    summary: dict[str, Any],
-    expired: list[str] | None = None,
-    recent_miss_rates: tuple[float, ...] = (),
-    events: list[str] | None = None,
-    notify: bool = False,
-    replacing: list[str] | None = None,
-    policy_memory: dict[str, Any] | None = None,
-) -> Plan:
-    """The work a decision means. Growing takes draining nodes back first (their cache is warm),
-    then launches at the end of the list; shrinking takes the list's tail, which drains when a
-    front-end is to be told (``notify``) and is terminated otherwise. ``replacing`` nodes drain
-    the same way, or without a front-end are terminated before their replacements launch."""
-    replacing = list(replacing or [])
-    members = [node for node in pool.nodes if node.state != DRAINING and node.id not in replacing]
-    draining = [node for node in pool.nodes if node.state == DRAINING]
-    size, target = len(members), decision.target_size
-    take_back = [node.id for node in draining[: max(0, target - size)]] if not replacing else []
-    grown = size + len(take_back)
-    doomed = [node.id for node in members[target:]] if target < size else []
-    # Live instances (draining ones too) never exceed 8 at any EC2 call. Nodes terminated by
-    # this plan are counted out here; the executor launches only into room EC2 confirmed.
-    staying = len(pool.nodes) - (0 if notify else len(replacing) + len(doomed))
-    launch = [
-        Launch(launch_token(pool_name, label, slot), slot)
-        for slot in range(grown, min(target, grown + MAX_NODES - staying))
-    ]
-    return Plan(
-        source=source,
-        label=label,
-        time=time,
-        summary=summary,
-        notify=notify,
-        take_back=tuple(take_back),
-        launch=tuple(launch),
-        drain=(*replacing, *doomed) if notify else (),
-        terminate=(*(expired or []), *([] if notify else doomed)),
-        replacing=() if notify else tuple(replacing),
-        recent_miss_rates=tuple(recent_miss_rates),
-        events=tuple(events or []),
-        policy_memory=policy_memory,
-    )
 
 
 def claim(pool: Pool, plan: Plan, wall_now: datetime) -> Pool:

@@ -8,7 +8,7 @@ writing its plan is finished by its retry or by the next tick.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from chalicelib import clock, predictive, scaling, wiring
@@ -16,25 +16,24 @@ from chalicelib.clock import WallClock, iso, tick_time
 from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import DependencyError, RecordExistsError, retry_on_conflict
 from chalicelib.instances import Instance
-from chalicelib.lifecycle import Observed, Timeouts, observe
+from chalicelib.lifecycle import Timeouts
 from chalicelib.membership import settle_tags
 from chalicelib.metrics import PoolMetrics
-from chalicelib.notifier import Deadline, Notifier, announce
+from chalicelib.notifier import Deadline, Notifier
 from chalicelib.plan import Plan
+from chalicelib.planner import Readings, Rules, TickPlan, plan_tick
 from chalicelib.policies import Policy, policy_named
-from chalicelib.policy import HOLD, REPLACE, Decision, Observation
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
+from chalicelib.policy import HOLD
+from chalicelib.pool import IN_SERVICE, LAUNCHING, Pool
 from chalicelib.records import tick_record
 from chalicelib.scaling import (
-    RECENT_LIMIT,
     claim,
     held_by_another,
-    make_plan,
     needs_ec2,
 )
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
-from chalicelib.traffic import PoolTraffic, miss_rate
+from chalicelib.traffic import PoolTraffic
 
 # How long a tick invoked without a Lambda context (the local scheduler, the CLI) may deliver.
 NO_CONTEXT_SECONDS = 60.0
@@ -85,6 +84,20 @@ class TickDeps:
             **changes,
         )
 
+    def rules(self) -> Rules:
+        settings = self.settings
+        timeouts = Timeouts(
+            readiness=settings.node_readiness,
+            launch_seconds=settings.launch_timeout_seconds,
+            drain_seconds=settings.drain_timeout_seconds,
+            silent_seconds=settings.node_silent_seconds,
+        )
+        return Rules(settings.pool_name, timeouts, notify=self.notifier is not None)
+
+    def policy_for(self, config: dict[str, Any]) -> Policy:
+        """The injected policy (the benchmark's baselines), or the one the config names."""
+        return self.policy or policy_named(config["policy"])
+
     @classmethod
     def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> TickDeps:
         built = wiring.adapters(settings)
@@ -117,8 +130,46 @@ def run_tick(deps: TickDeps, at: str | datetime, *, dry_run: bool = False) -> di
 
 
 def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
-    stamp, settings = iso(now), deps.settings
+    """Load → finish a dead writer's plan → read the adapters → plan → write the plan → act."""
     config, _, pool = deps.store.load_state()
+    answered = _answered_already(pool, iso(now))
+    if answered is not None:
+        return answered
+    if dry_run:
+        return _dry_run(deps, pool, config, now)
+    # Ticks never overlap (reserved concurrency 1): a tick's plan found here is a dead tick's.
+    by_a_route = pool.pending_plan is not None and not pool.pending_plan.by_tick
+    if by_a_route and held_by_another(pool, deps.wall_clock()):
+        return _hold_for_another_writer(deps, pool, now)
+    pool = settle_tags(deps.store, deps.ec2, pool, strict=False)
+    instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
+    by_token = by_launch_token(instances)
+    if pool.pending_plan is not None:
+        # The writer of this plan died (its lease ran out, or this is the retry of its own event).
+        plan_time = pool.pending_plan.time
+        pool, result = deps.finish(pool, by_token, at=now)
+        if plan_time == iso(now):
+            return {**result, "replayed": True}
+    readings = _read(deps, pool, config, instances, now)
+    planned = plan_tick(pool, config, readings, deps.policy_for(config), now, deps.rules())
+    return _execute(deps, planned, by_token, now)
+
+
+def _execute(
+    deps: TickDeps, planned: TickPlan, by_token: dict[str, Instance], now: datetime
+) -> dict[str, Any]:
+    """Write the plan, then act on EC2 and record the outcome; a plan with nothing for EC2 to do
+    is written with its outcome and the tick's record in one write."""
+    wall = deps.wall_clock()
+    current, plan = planned.pool, planned.plan
+    if needs_ec2(plan, current):
+        ahead = deps.store.save_pool(replace(claim(current, plan, wall), last_tick_wall=wall.isoformat()))
+        return deps.finish(ahead, by_token, at=now)[1]
+    return deps.apply_in_one_write(current, plan, at=now, last_tick_wall=wall.isoformat())[1]
+
+
+def _answered_already(pool: Pool, stamp: str) -> dict[str, Any] | None:
+    """A retried event answers the decision made; an event older than the last tick is skipped."""
     if pool.last_tick == stamp and pool.last_decision is not None:
         return {**pool.last_decision, "replayed": True}
     if pool.last_tick is not None and stamp < pool.last_tick:
@@ -127,117 +178,23 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
             "action": None,
             "reason": f"skipped: older than the last tick {pool.last_tick}",
         }
-    plan_time = pool.pending_plan.time if pool.pending_plan else None
-    # Ticks never overlap (reserved concurrency 1): a tick's plan found here is a dead tick's.
-    route_plan = pool.pending_plan is not None and not pool.pending_plan.by_tick
-    if route_plan and held_by_another(pool, deps.wall_clock()) and not dry_run:
-        return _hold_for_another_writer(deps, pool, now)
-    if not dry_run:
-        pool = settle_tags(deps.store, deps.ec2, pool, strict=False)
+    return None
+
+
+def _dry_run(deps: TickDeps, pool: Pool, config: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """What the tick would decide now, with the plan that carries it out; nothing is written or
+    acted on (a dead writer's plan is left for the next real tick)."""
     instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
-    if pool.pending_plan is not None and not dry_run:
-        # The writer of this plan died (its lease ran out, or this is the retry of its own event).
-        pool, result = deps.finish(pool, by_launch_token(instances), at=now)
-        if plan_time == stamp:
-            return {**result, "replayed": True}
-
-    wants_curve = deps.policy is None and config["policy"] == predictive.POLICY
-    read, metrics_error = _read_metrics(deps, pool, now, curve=wants_curve)
-    timeouts = Timeouts(
-        readiness=settings.node_readiness,
-        launch_seconds=settings.launch_timeout_seconds,
-        drain_seconds=settings.drain_timeout_seconds,
-        silent_seconds=settings.node_silent_seconds,
-    )
-    planned = pool.pending_plan.launch_tokens if pool.pending_plan else frozenset()
-    impaired = _impaired(deps, pool, instances)
-    observed = observe(
-        pool,
-        instances,
-        read,
-        now,
-        timeouts,
-        planned_tokens=planned,
-        impaired=impaired,
-        notify=deps.notifier is not None,
-    )
-    current = observed.pool
-    if deps.notifier is not None:
-        current = announce(pool, current, "automatic")
-    traffic, left_out = read.sound()
-    rate, requests = miss_rate(traffic, current.in_service_ids, config["min_get_requests"])
-    # A node gone out of band still counts until its replacement is launched: the policy
-    # decides on the pool as it was, and the plan launches what is missing.
-    vanished = observed.vanished
-    observation = Observation(
-        pool_size=current.pool_size + len(vanished),
-        miss_rate=rate,
-        launching=current.count(LAUNCHING),
-        draining=current.count(DRAINING),
-        recent_miss_rates=pool.recent_miss_rates,
-    )
-    policy = deps.policy or policy_named(config["policy"])
-    seen = evidence(current, traffic, now, requests)
-    decision, memory = policy(config, observation, seen, pool.policy_memory)
-    decision, replacing = _replacement(decision, observed, current)
-    summary: dict[str, Any] = {
-        "time": stamp,
-        "miss_rate": rate,
-        **decision.to_dict(),
-        "requests": requests,
-        "policy": config["policy"],
+    readings = _read(deps, pool, config, instances, now)
+    planned = plan_tick(pool, config, readings, deps.policy_for(config), now, deps.rules())
+    plan = planned.plan
+    return {
+        **plan.summary,
+        "dry_run": True,
+        "would_launch": len(plan.launch),
+        "would_terminate": [*plan.terminate, *plan.replacing, *planned.pool.terminating],
+        "plan": plan.to_data(),
     }
-    notes = [metrics_error] if metrics_error else []
-    notes += [f"{node} left out of the sums: {why} in its window" for node, why in left_out.items()]
-    if notes:
-        summary["reason"] = "; ".join([*notes, summary["reason"]])
-    recent = (*pool.recent_miss_rates, rate) if rate is not None else pool.recent_miss_rates
-    plan = make_plan(
-        current,
-        decision,
-        pool_name=settings.pool_name,
-        label=now.strftime("%Y%m%dT%H%M"),
-        source="tick",
-        time=stamp,
-        summary=summary,
-        expired=observed.expired,
-        recent_miss_rates=recent[-RECENT_LIMIT:],
-        events=observed.events,
-        notify=deps.notifier is not None,
-        replacing=replacing,
-        policy_memory=memory,
-    )
-    if dry_run:
-        return {
-            **summary,
-            "dry_run": True,
-            "would_launch": len(plan.launch),
-            "would_terminate": [*plan.terminate, *plan.replacing, *current.terminating],
-        }
-    wall = deps.wall_clock()
-    if needs_ec2(plan, current):
-        ahead = deps.store.save_pool(replace(claim(current, plan, wall), last_tick_wall=wall.isoformat()))
-        return deps.finish(ahead, by_launch_token(instances), at=now)[1]
-    # Nothing for EC2 to do: the observed pool, its changes and the tick's record, in one write.
-    return deps.apply_in_one_write(current, plan, at=now, last_tick_wall=wall.isoformat())[1]
-
-
-def _replacement(decision: Decision, observed: Observed, current: Pool) -> tuple[Decision, list[str]]:
-    """SPEC's replacement: nodes gone out of band are launched anew; otherwise a dead or silent
-    node is drained (or terminated) and replaced, one at a time, when the tick would hold and
-    nothing else is on the move."""
-    vanished = observed.vanished
-    if vanished and decision.action == HOLD:
-        size = decision.target_size
-        gone = ", ".join(vanished)
-        return Decision(size, size, REPLACE, f"{gone} no longer reported by EC2: replaced by a new node"), []
-    if decision.action != HOLD or vanished or not observed.unhealthy:
-        return decision, []
-    if current.count(LAUNCHING) + current.count(DRAINING):
-        return decision, []
-    node_id, why = observed.unhealthy[0]
-    size = current.pool_size
-    return Decision(size, size, REPLACE, f"{node_id} {why}: replaced by a new node"), [node_id]
 
 
 def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[str, Any]:
@@ -263,56 +220,23 @@ def by_launch_token(instances: dict[str, Instance]) -> dict[str, Instance]:
     return {instance.launch_token: instance for instance in instances.values() if instance.launch_token}
 
 
-def _impaired(deps: TickDeps, pool: Pool, instances: dict[str, Instance]) -> frozenset[str]:
-    """In-service nodes failing EC2's status checks; unknown (none) when EC2 does not answer."""
-    serving = [node_id for node_id in pool.in_service_ids if node_id in instances]
-    try:
-        return frozenset(deps.ec2.impaired(serving))
-    except DependencyError:
-        return frozenset()
-
-
-def evidence(pool: Pool, traffic: PoolTraffic, now: datetime, requests: int) -> predictive.Evidence:
-    """What the predictive policy reads: the serving nodes, and the curve of the warm ones.
-
-    Warm nodes have been in service ``WARM_MINUTES``; a node that just joined has an empty ghost
-    list and would make every size look too small, so its curve is read only when no node is
-    warm. The curve counts only when every node read published all of it.
-    """
-    serving = pool.in_service_ids
-    warm_since = now - timedelta(minutes=predictive.WARM_MINUTES)
-    warm = [
-        node.id
-        for node in pool.nodes
-        if node.state == IN_SERVICE and node.since is not None and tick_time(node.since) <= warm_since
-    ]
-    read = warm or serving
-    curves = [traffic.of(node_id).within for node_id in read]
-    gets = sum(traffic.of(node_id).gets for node_id in read)
-    curve = None
-    if read and gets > 0 and all(within is not None for within in curves):
-        curve = tuple(
-            sum(within[index] for within in curves if within is not None) / gets
-            for index in range(len(predictive.FACTORS))
-        )
-    settled = len(warm) == len(serving) and len(serving) == pool.pool_size and not pool.count(DRAINING)
-    warm_hits = sum(traffic.of(node_id).hits for node_id in warm)
-    warm_gets = sum(traffic.of(node_id).gets for node_id in warm)
-    warm_rate = 1.0 - warm_hits / warm_gets if warm_gets > 0 else None
-    cold = len(serving) - len(warm) if warm else 0
-    return predictive.Evidence(
-        iso(now), len(serving), requests, curve, settled, warm_miss_rate=warm_rate, cold=cold
-    )
-
-
-def _read_metrics(
-    deps: TickDeps, pool: Pool, now: datetime, *, curve: bool = False
-) -> tuple[PoolTraffic, str | None]:
-    """The nodes' traffic; a CloudWatch failure is no data (it never shrinks the pool)."""
+def _read(
+    deps: TickDeps, pool: Pool, config: dict[str, Any], instances: dict[str, Instance], now: datetime
+) -> Readings:
+    """What the adapters report for this tick. A CloudWatch failure is no data (it never shrinks
+    the pool); EC2 not answering its status checks is no impaired node."""
     watched = [node.id for node in pool.nodes if node.state in (LAUNCHING, IN_SERVICE)]
+    curve = deps.policy is None and config["policy"] == predictive.POLICY
     settings = deps.settings
+    traffic, error = PoolTraffic(), None
     try:
         window, lookback = settings.metrics_window_seconds, settings.node_silent_seconds
-        return deps.metrics.read(watched, now, window, lookback, curve=curve), None
+        traffic = deps.metrics.read(watched, now, window, lookback, curve=curve)
     except DependencyError as exc:
-        return PoolTraffic(), f"no data: {exc}"
+        error = f"no data: {exc}"
+    serving = [node_id for node_id in pool.in_service_ids if node_id in instances]
+    try:
+        impaired = frozenset(deps.ec2.impaired(serving))
+    except DependencyError:
+        impaired = frozenset()
+    return Readings(instances, traffic, impaired, error)

@@ -23,7 +23,8 @@ from chalicelib import wiring
 from chalicelib.ec2 import Ec2Nodes
 from chalicelib.errors import DependencyError
 from chalicelib.metrics import PoolMetrics
-from chalicelib.notifier import MAX_QUEUED_NOTICES, Deadline, Notifier
+from chalicelib.notices import MAX_QUEUED_NOTICES
+from chalicelib.notifier import Deadline, Notifier
 from chalicelib.settings import Settings
 from chalicelib.store import StateStore
 from chalicelib.tick import TickDeps, run_tick

@@ -329,8 +329,8 @@ def test_no_shrink_soon_after_growing_and_none_within_the_hysteresis() -> None:
 
 
 def test_the_tick_reads_the_curve_of_the_warm_nodes_and_counts_the_cold_ones() -> None:
+    from chalicelib.planner import evidence as tick_evidence
     from chalicelib.pool import IN_SERVICE, LAUNCHING, Node, Pool
-    from chalicelib.tick import evidence as tick_evidence
     from chalicelib.traffic import NodeTraffic, PoolTraffic
 
     pool = Pool(

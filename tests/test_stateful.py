@@ -31,7 +31,7 @@ from moto import mock_aws
 from chalicelib import aws, wiring
 from chalicelib.errors import DependencyError
 from chalicelib.instances import LIVE_STATES
-from chalicelib.notifier import MAX_QUEUED_NOTICES
+from chalicelib.notices import MAX_QUEUED_NOTICES
 from chalicelib.observability import logger
 from chalicelib.pool import IN_SERVICE, Pool
 from chalicelib.settings import POOL_TAG_KEY, Settings
