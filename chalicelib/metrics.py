@@ -7,7 +7,6 @@ pool size. The miss-rate arithmetic is plain Python on the sums (no metric math)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,30 +14,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws
 from chalicelib.errors import DependencyError
+from chalicelib.settings import MetricNames
 from chalicelib.traffic import CAPACITY_FACTORS, NodeTraffic, PoolTraffic
 
 # CloudWatch answers standard-resolution data in whole minutes.
 PERIOD_SECONDS = 60
 CURVE_DIMENSION = "CapacityFactor"
-
-
-@dataclass(frozen=True)
-class MetricNames:
-    namespace: str = "Memcache"
-    dimension: str = "NodeId"
-    gets: str = "GetRequests"
-    hits: str = "Hits"
-    hits_within: str = "HitsWithin"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> MetricNames:
-        return cls(
-            namespace=env.get("METRICS_NAMESPACE") or cls.namespace,
-            dimension=env.get("METRICS_DIMENSION") or cls.dimension,
-            gets=env.get("METRIC_GETS") or cls.gets,
-            hits=env.get("METRIC_HITS") or cls.hits,
-            hits_within=env.get("METRIC_HITS_WITHIN") or cls.hits_within,
-        )
 
 
 class PoolMetrics:

@@ -10,10 +10,27 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from chalicelib.metrics import MetricNames
-
 POOL_TAG_KEY = "memcache-pool"
 READINESS_MODES = ("metrics", "running")
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    namespace: str = "Memcache"
+    dimension: str = "NodeId"
+    gets: str = "GetRequests"
+    hits: str = "Hits"
+    hits_within: str = "HitsWithin"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MetricNames:
+        return cls(
+            namespace=env.get("METRICS_NAMESPACE") or cls.namespace,
+            dimension=env.get("METRICS_DIMENSION") or cls.dimension,
+            gets=env.get("METRIC_GETS") or cls.gets,
+            hits=env.get("METRIC_HITS") or cls.hits,
+            hits_within=env.get("METRIC_HITS_WITHIN") or cls.hits_within,
+        )
 
 
 def _flag(value: str | None) -> bool:

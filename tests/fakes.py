@@ -20,11 +20,10 @@ from typing import Any
 from chalicelib.config import normalize
 from chalicelib.errors import DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.instances import LIVE_STATES, Instance, NodeIdentity
-from chalicelib.metrics import MetricNames
 from chalicelib.notifier import Notifier
 from chalicelib.pool import Pool
 from chalicelib.records import Record, sort_key_time
-from chalicelib.settings import POOL_TAG_KEY, LaunchSpec, Settings
+from chalicelib.settings import POOL_TAG_KEY, LaunchSpec, MetricNames, Settings
 from chalicelib.traffic import NodeTraffic, PoolTraffic
 
 LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"

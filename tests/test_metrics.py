@@ -10,7 +10,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from chalicelib.errors import DependencyError
-from chalicelib.metrics import MetricNames, PoolMetrics
+from chalicelib.metrics import PoolMetrics
+from chalicelib.settings import MetricNames
 from chalicelib.traffic import NodeTraffic, PoolTraffic, miss_rate
 from tests.conftest import REGION, metric_queries, publish
 

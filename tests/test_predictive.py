@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from chalicelib import predictive
 from chalicelib.config import default_config
-from chalicelib.metrics import MetricNames, PoolMetrics
+from chalicelib.metrics import PoolMetrics
 from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
 from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn, slope
+from chalicelib.settings import MetricNames
 from chalicelib.traffic import CAPACITY_FACTORS
 from sim.aws import Cloud
 from tests.conftest import AUTH, cw_event, metric_queries, post_json
