@@ -8,10 +8,10 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent
 
-from chalicelib import observability
-from chalicelib.api import api
-from chalicelib.auth import http_middleware
-from chalicelib.tick import scheduled_tick
+from chalicelib.adapters import observability
+from chalicelib.service.tick import scheduled_tick
+from chalicelib.web.auth import http_middleware
+from chalicelib.web.routes import api
 
 # Powertools' Logger writes the app's log (same logger name); Chalice's own handler would repeat it.
 app = Chalice(app_name="memcache-scaler", configure_logs=False)

@@ -1,6 +1,6 @@
 """The rules the benchmark compares against, each run through the real tick as its decision step.
 
-They have the tick's policy signature (``chalicelib.tick.Policy``): the config, the tick's
+They have the tick's policy signature (``chalicelib.service.tick.Policy``): the config, the tick's
 observation, the predictive evidence (unused here) and the memory the rule kept at the last
 tick. Everything else (bounds, launching, booting, terminating, records) is the scaler's own.
 The ratio and predictive policies are not here: the benchmark runs them as the service does,
@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
-from chalicelib.predictive import HEADROOM, Evidence
+from chalicelib.domain.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
+from chalicelib.domain.predictive import HEADROOM, Evidence
 
 # The miss rate the proportional rules steer to, as a share of the maximum threshold: the
 # predictive policy's goal, so that the rules aim at the same place.

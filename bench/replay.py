@@ -36,10 +36,10 @@ from typing import Any
 
 from bench.score import Run
 from bench.workload import TOTAL_MINUTES, WARMUP_MINUTES, DayWorkload
-from chalicelib import aws
-from chalicelib.policies import Policy
-from chalicelib.settings import Settings
-from chalicelib.tick import TickDeps, run_tick
+from chalicelib.adapters import aws
+from chalicelib.domain.policies import Policy
+from chalicelib.domain.settings import Settings
+from chalicelib.service.tick import TickDeps, run_tick
 from local_stack.scheduler import scheduled_event
 from sim.aws import Cloud
 from sim.tier import CacheTier
@@ -133,7 +133,7 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 def _quiet_logs() -> Iterator[None]:
     """Warnings only while replaying (a line per request and per tick, 3,000 a day, says
     nothing here), and the service's own level back afterwards."""
-    from chalicelib.observability import logger
+    from chalicelib.adapters.observability import logger
 
     level = logger.log_level
     logger.setLevel("WARNING")

@@ -19,11 +19,11 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
-from chalicelib import aws
-from chalicelib.config import default_config
-from chalicelib.records import config_record
-from chalicelib.settings import Settings
-from chalicelib.tick import TickDeps, run_tick
+from chalicelib.adapters import aws
+from chalicelib.domain.config import default_config
+from chalicelib.domain.records import config_record
+from chalicelib.domain.settings import Settings
+from chalicelib.service.tick import TickDeps, run_tick
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

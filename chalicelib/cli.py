@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib import wiring
-from chalicelib.clock import tick_time
-from chalicelib.errors import ScalerError
-from chalicelib.pool import describe_nodes
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
-from chalicelib.tick import TickDeps, run_tick
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.domain.clock import tick_time
+from chalicelib.domain.errors import ScalerError
+from chalicelib.domain.pool import describe_nodes
+from chalicelib.domain.settings import Settings
+from chalicelib.service import wiring
+from chalicelib.service.tick import TickDeps, run_tick
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

@@ -23,10 +23,11 @@ from typing import Any, NoReturn
 
 from moto.server import ThreadedMotoServer
 
-from chalicelib import aws, cli
-from chalicelib.config import update_config
-from chalicelib.errors import ScalerError
-from chalicelib.settings import Settings
+from chalicelib import cli
+from chalicelib.adapters import aws
+from chalicelib.domain.config import update_config
+from chalicelib.domain.errors import ScalerError
+from chalicelib.domain.settings import Settings
 from local_stack.scheduler import Scheduler, SimulatedClock, real_clock
 
 HOST = "127.0.0.1"

@@ -15,9 +15,9 @@ from chalice.local import LambdaContext
 from chalice.test import Client
 from moto import mock_aws
 
-from chalicelib import aws
-from chalicelib.settings import POOL_TAG_KEY, Settings
-from chalicelib.store import StateStore
+from chalicelib.adapters import aws
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.domain.settings import POOL_TAG_KEY, Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CHALICE_CONFIG = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
@@ -173,7 +173,7 @@ def metric_queries(names: Any, node_ids: list[str], end: Any, **read: Any) -> li
     answered by a Stubber (window 60 s, look-back 300 s)."""
     from botocore.stub import Stubber
 
-    from chalicelib.metrics import PoolMetrics
+    from chalicelib.adapters.cloudwatch import PoolMetrics
 
     client = boto3.client("cloudwatch", region_name=REGION)
     seen: list[dict[str, Any]] = []

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.config import normalize
-from chalicelib.errors import DependencyError, RecordExistsError, VersionConflictError
-from chalicelib.instances import LIVE_STATES, Instance, NodeIdentity
-from chalicelib.notifier import Notifier
-from chalicelib.pool import Pool
-from chalicelib.records import Record, sort_key_time
-from chalicelib.settings import POOL_TAG_KEY, LaunchSpec, MetricNames, Settings
-from chalicelib.traffic import NodeTraffic, PoolTraffic
+from chalicelib.adapters.frontend import Notifier
+from chalicelib.domain.config import normalize
+from chalicelib.domain.errors import DependencyError, RecordExistsError, VersionConflictError
+from chalicelib.domain.instances import LIVE_STATES, Instance, NodeIdentity
+from chalicelib.domain.pool import Pool
+from chalicelib.domain.records import Record, sort_key_time
+from chalicelib.domain.settings import POOL_TAG_KEY, LaunchSpec, MetricNames, Settings
+from chalicelib.domain.traffic import NodeTraffic, PoolTraffic
 
 LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"
 
@@ -76,7 +76,7 @@ class Cloud:
 
 
 class FakeStore:
-    """:class:`chalicelib.store.StateStore`'s contract, in memory."""
+    """:class:`chalicelib.adapters.dynamodb.StateStore`'s contract, in memory."""
 
     def __init__(self, cloud: Cloud, table_name: str, pool_name: str) -> None:
         self.cloud, self.table_name, self.pool_name = cloud, table_name, pool_name
@@ -151,7 +151,7 @@ class FakeStore:
 
 
 class FakeEc2:
-    """:class:`chalicelib.ec2.Ec2Nodes`'s contract, in memory, ClientToken included."""
+    """:class:`chalicelib.adapters.ec2.Ec2Nodes`'s contract, in memory, ClientToken included."""
 
     def __init__(self, cloud: Cloud, pool_name: str) -> None:
         self.cloud, self.pool_name = cloud, pool_name
@@ -206,7 +206,8 @@ class FakeEc2:
 
 
 class FakeMetrics:
-    """:class:`chalicelib.metrics.PoolMetrics`'s contract over the cloud's datapoints (no curve)."""
+    """:class:`chalicelib.adapters.cloudwatch.PoolMetrics`'s contract over the cloud's datapoints
+    (no curve)."""
 
     def __init__(self, cloud: Cloud, names: MetricNames) -> None:
         self.cloud, self.names = cloud, names
@@ -279,7 +280,7 @@ class FakeAdapters:
 
 
 def fake_adapters(cloud: Cloud, frontend: FakeFrontend) -> Callable[[Settings], FakeAdapters]:
-    """A replacement for ``chalicelib.wiring.adapters``: the whole app on this cloud, telling
+    """A replacement for ``chalicelib.service.wiring.adapters``: the whole app on this cloud, telling
     this front-end (when ``FRONTEND_NOTIFY_URL`` is set) with no wait between attempts."""
 
     def build(settings: Settings) -> FakeAdapters:

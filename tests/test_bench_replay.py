@@ -11,9 +11,9 @@ import pytest
 from bench import baselines
 from bench.replay import Setup, replay
 from bench.workload import WARMUP_MINUTES
-from chalicelib.config import default_config
-from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
-from chalicelib.predictive import Evidence
+from chalicelib.domain.config import default_config
+from chalicelib.domain.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
+from chalicelib.domain.predictive import Evidence
 
 # A short, light day: the warm-up hour and 20 scored minutes at 2,000 GETs a minute.
 SHORT = Setup(seed=3, alpha=0.9, curve=True, mean_gets=2_000, minutes=WARMUP_MINUTES + 20)

@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.config import (
+from chalicelib.domain.config import (
     check_rules,
     default_config,
     normalize,
     parse_patch,
     update_config,
 )
-from chalicelib.errors import BusyError, ValidationError, VersionConflictError
-from chalicelib.records import Record
+from chalicelib.domain.errors import BusyError, ValidationError, VersionConflictError
+from chalicelib.domain.records import Record
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ import re
 import pytest
 from chalice.test import Client
 
-from chalicelib import pages
-from chalicelib.config import FIELDS
+from chalicelib.domain.config import FIELDS
+from chalicelib.web import pages
 from tests.conftest import AUTH
 
 ASSET_TYPES = {

@@ -8,9 +8,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.errors import DependencyError
-from chalicelib.settings import LaunchSpec
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.domain.errors import DependencyError
+from chalicelib.domain.settings import LaunchSpec
 from tests.conftest import NODE_AMI, REGION, instance_states, run_instances
 
 
@@ -69,7 +69,7 @@ def test_ec2_failures_become_dependency_errors(moto: None) -> None:
 
 
 def _spec(**changes: Any) -> Any:
-    from chalicelib.settings import LaunchSpec
+    from chalicelib.domain.settings import LaunchSpec
 
     return LaunchSpec(**{"ami_id": NODE_AMI, **changes})
 
@@ -159,7 +159,7 @@ def test_capacity_everywhere_short_is_a_dependency_error(moto: None) -> None:
 
 
 def test_launch_without_an_image_is_a_conflict(moto: None) -> None:
-    from chalicelib.errors import PoolConflictError
+    from chalicelib.domain.errors import PoolConflictError
 
     with pytest.raises(PoolConflictError, match="NODE_AMI_ID"):
         Ec2Nodes("default").launch("tok", _spec(ami_id=None), 0)

@@ -11,7 +11,7 @@ from chalice.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.config import ALIASES, FIELDS
+from chalicelib.domain.config import ALIASES, FIELDS
 from tests.conftest import AUTH, run_instances
 from tests.test_routes import snapshot
 

@@ -9,10 +9,10 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from chalicelib.errors import DependencyError
-from chalicelib.metrics import PoolMetrics
-from chalicelib.settings import MetricNames
-from chalicelib.traffic import NodeTraffic, PoolTraffic, miss_rate
+from chalicelib.adapters.cloudwatch import PoolMetrics
+from chalicelib.domain.errors import DependencyError
+from chalicelib.domain.settings import MetricNames
+from chalicelib.domain.traffic import NodeTraffic, PoolTraffic, miss_rate
 from tests.conftest import REGION, metric_queries, publish
 
 T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

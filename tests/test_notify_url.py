@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib import observability
-from chalicelib.notifier import Notifier, notifier_for, notify_url_problem
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
+from chalicelib.adapters import observability
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.frontend import Notifier, notifier_for, notify_url_problem
+from chalicelib.domain.settings import Settings
 from tests.conftest import PROJECT_DIR
 from tests.frontend import FakeFrontend
 from tests.test_tick import tick

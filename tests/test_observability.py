@@ -11,7 +11,8 @@ import pytest
 from chalice.test import Client
 
 import app as app_module
-from chalicelib import api, observability
+from chalicelib.adapters import observability
+from chalicelib.web import routes as api
 from tests.conftest import AUTH, DEV_ENV, PROJECT_DIR, cw_event
 from tests.frontend import FakeFrontend
 from tests.test_tick import serve, tick

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 
-from chalicelib import auth
-from chalicelib.bodies import MAX_BODY_BYTES
+from chalicelib.web import auth
+from chalicelib.web.bodies import MAX_BODY_BYTES
 from tests.conftest import AUTH, PROJECT_DIR, TOKEN, post_json, run_instances
 from tests.test_routes import snapshot
 from tests.test_tick import tick
@@ -136,7 +136,7 @@ def test_security_is_what_the_auth_middleware_does() -> None:
 
 
 def test_the_documented_limits_are_the_apps() -> None:
-    from chalicelib.config import FIELDS, POLICIES, default_config
+    from chalicelib.domain.config import FIELDS, POLICIES, default_config
 
     config = SPEC["components"]["schemas"]["Config"]
     assert set(config["required"]) == set(FIELDS) == set(config["properties"])

@@ -8,8 +8,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.notices import MAX_QUEUED_NOTICES, announce, delivered, last_delivered
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.notices import MAX_QUEUED_NOTICES, announce, delivered, last_delivered
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 
 IDS = [f"i-{n:08x}" for n in range(12)]
 KINDS = ["serve", "drain", "take_back", "release", "deliver", "fail"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.settings import POOL_TAG_KEY, Settings
+from chalicelib.domain.settings import POOL_TAG_KEY, Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CHALICE_DIR = PROJECT_DIR / ".chalice"

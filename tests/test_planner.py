@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.clock import iso
-from chalicelib.config import MAX_NODES, default_config
-from chalicelib.instances import Instance
-from chalicelib.lifecycle import Timeouts
-from chalicelib.planner import Readings, Rules, make_plan, plan_tick
-from chalicelib.policies import policy_named
-from chalicelib.policy import HOLD, REPAIR, REPLACE, SCALE_IN, SCALE_OUT, Decision
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, STATES, Node, Pool
-from chalicelib.scaling import Outcome, apply_outcome
-from chalicelib.traffic import NodeTraffic, PoolTraffic
+from chalicelib.domain.clock import iso
+from chalicelib.domain.config import MAX_NODES, default_config
+from chalicelib.domain.instances import Instance
+from chalicelib.domain.node_life import Timeouts
+from chalicelib.domain.planner import Readings, Rules, make_plan, plan_tick
+from chalicelib.domain.policies import policy_named
+from chalicelib.domain.policy import HOLD, REPAIR, REPLACE, SCALE_IN, SCALE_OUT, Decision
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, STATES, Node, Pool
+from chalicelib.domain.traffic import NodeTraffic, PoolTraffic
+from chalicelib.service.executor import Outcome, apply_outcome
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 EARLIER = iso(NOW - timedelta(hours=1))
@@ -122,7 +122,7 @@ def test_a_launching_node_ready_comes_into_service_and_is_announced() -> None:
 
 
 def test_the_plan_round_trips_through_its_stored_shape() -> None:
-    from chalicelib.plan import Plan
+    from chalicelib.domain.plan import Plan
 
     pool = serving(4)
     planned = plan(pool, Readings(running(pool), traffic(pool, 0.95)))

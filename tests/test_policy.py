@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.config import default_config
-from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation, decide, ratio_target
+from chalicelib.domain.config import default_config
+from chalicelib.domain.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation, decide, ratio_target
 
 
 def config(**changes: Any) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from chalicelib.plan import Plan
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.plan import Plan
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 
 WALL = datetime(2026, 11, 26, 6, 0, 30, tzinfo=UTC)
 

@@ -19,15 +19,15 @@ import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
 
-from chalicelib import wiring
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.errors import DependencyError
-from chalicelib.metrics import PoolMetrics
-from chalicelib.notices import MAX_QUEUED_NOTICES
-from chalicelib.notifier import Deadline, Notifier
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
-from chalicelib.tick import TickDeps, run_tick
+from chalicelib.adapters.cloudwatch import PoolMetrics
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.adapters.frontend import Deadline, Notifier
+from chalicelib.domain.errors import DependencyError
+from chalicelib.domain.notices import MAX_QUEUED_NOTICES
+from chalicelib.domain.settings import Settings
+from chalicelib.service import wiring
+from chalicelib.service.tick import TickDeps, run_tick
 from tests.conftest import NODE_AMI, PROJECT_DIR, TABLE, instance_states, post_json, publish, run_instances
 from tests.fakes import Cloud, FakeEc2, FakeStore, fake_adapters
 from tests.fakes import FakeFrontend as InMemoryFrontend

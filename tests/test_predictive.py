@@ -11,13 +11,21 @@ from chalice.test import Client
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib import predictive
-from chalicelib.config import default_config
-from chalicelib.metrics import PoolMetrics
-from chalicelib.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
-from chalicelib.predictive import Evidence, Memory, Seen, curve_miss_rate, experience_miss_rate, learn, slope
-from chalicelib.settings import MetricNames
-from chalicelib.traffic import CAPACITY_FACTORS
+from chalicelib.adapters.cloudwatch import PoolMetrics
+from chalicelib.domain import predictive
+from chalicelib.domain.config import default_config
+from chalicelib.domain.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
+from chalicelib.domain.predictive import (
+    Evidence,
+    Memory,
+    Seen,
+    curve_miss_rate,
+    experience_miss_rate,
+    learn,
+    slope,
+)
+from chalicelib.domain.settings import MetricNames
+from chalicelib.domain.traffic import CAPACITY_FACTORS
 from sim.aws import Cloud
 from tests.conftest import AUTH, cw_event, metric_queries, post_json
 
@@ -286,7 +294,7 @@ def test_without_a_curve_the_tick_falls_back_to_experience(client: Client) -> No
 
 @pytest.mark.parametrize(("policy", "queries"), [("ratio", 2 * 2), ("predictive", 2 * 9)])
 def test_only_the_predictive_policy_asks_for_the_curve(client: Client, policy: str, queries: int) -> None:
-    from chalicelib import aws
+    from chalicelib.adapters import aws
 
     post_json(client, "/api/scaler/config", {"policy": policy, "min_pool_size": 2})
     _tick(client, 0)
@@ -330,9 +338,9 @@ def test_no_shrink_soon_after_growing_and_none_within_the_hysteresis() -> None:
 
 
 def test_the_tick_reads_the_curve_of_the_warm_nodes_and_counts_the_cold_ones() -> None:
-    from chalicelib.planner import evidence as tick_evidence
-    from chalicelib.pool import IN_SERVICE, LAUNCHING, Node, Pool
-    from chalicelib.traffic import NodeTraffic, PoolTraffic
+    from chalicelib.domain.planner import evidence as tick_evidence
+    from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Node, Pool
+    from chalicelib.domain.traffic import NodeTraffic, PoolTraffic
 
     pool = Pool(
         nodes=(

@@ -9,8 +9,8 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.errors import DependencyError
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.domain.errors import DependencyError
 from tests.conftest import AUTH, REGION, TABLE, instance_states, post_json, publish, run_instances
 from tests.frontend import FakeFrontend
 from tests.test_tick import at, live, members, nodes, serve, tick
@@ -84,7 +84,7 @@ def test_a_pool_wide_silence_replaces_nothing(client: Client, ec2: Any) -> None:
 
 
 def _plan_held_by_a_route(store_pool_claimed_at: str) -> None:
-    from chalicelib.store import StateStore
+    from chalicelib.adapters.dynamodb import StateStore
 
     store = StateStore(TABLE, "default")
     pool = store.load_pool()
@@ -105,7 +105,7 @@ def _plan_held_by_a_route(store_pool_claimed_at: str) -> None:
     }
     from dataclasses import replace
 
-    from chalicelib.plan import Plan
+    from chalicelib.domain.plan import Plan
 
     store.save_pool(replace(pool, pending_plan=Plan.from_data(plan)))
 
@@ -134,7 +134,7 @@ def test_an_expired_lease_is_taken_over(client: Client, ec2: Any) -> None:
 def test_a_concurrent_writer_makes_the_tick_look_again(
     client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.store import StateStore
+    from chalicelib.adapters.dynamodb import StateStore
 
     real_save = StateStore.save_pool
     raced: list[bool] = []

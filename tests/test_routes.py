@@ -10,7 +10,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib.config import default_config
+from chalicelib.domain.config import default_config
 from tests.conftest import (
     AUTH,
     NODE_AMI,
@@ -421,8 +421,8 @@ def test_a_missing_table_is_503_with_retry_after(client: Client) -> None:
 def test_a_failed_tag_call_answers_503_and_the_retry_finishes_the_work(
     client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.ec2 import Ec2Nodes
-    from chalicelib.errors import DependencyError
+    from chalicelib.adapters.ec2 import Ec2Nodes
+    from chalicelib.domain.errors import DependencyError
 
     nodes = run_instances(ec2, 2)
     real_tag = Ec2Nodes.tag

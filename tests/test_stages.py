@@ -14,7 +14,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib.store import StateStore
+from chalicelib.adapters.dynamodb import StateStore
 from tests.conftest import (
     AUTH,
     NODE_AMI,

@@ -28,14 +28,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from moto import mock_aws
 
-from chalicelib import aws, wiring
-from chalicelib.errors import DependencyError
-from chalicelib.instances import LIVE_STATES
-from chalicelib.notices import MAX_QUEUED_NOTICES
-from chalicelib.observability import logger
-from chalicelib.pool import IN_SERVICE, Pool
-from chalicelib.settings import POOL_TAG_KEY, Settings
-from chalicelib.store import StateStore
+from chalicelib.adapters import aws
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.observability import logger
+from chalicelib.domain.errors import DependencyError
+from chalicelib.domain.instances import LIVE_STATES
+from chalicelib.domain.notices import MAX_QUEUED_NOTICES
+from chalicelib.domain.pool import IN_SERVICE, Pool
+from chalicelib.domain.settings import POOL_TAG_KEY, Settings
+from chalicelib.service import wiring
 from tests.conftest import AUTH, NODE_AMI, PROJECT_DIR, REGION, TABLE, TOKEN, cw_event
 from tests.fakes import (
     LAUNCH_TOKEN_TAG,

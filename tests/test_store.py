@@ -10,11 +10,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.config import default_config
-from chalicelib.errors import DependencyError, VersionConflictError
-from chalicelib.pool import IN_SERVICE, LAUNCHING, Node, Pool
-from chalicelib.records import Record, config_record, membership_record
-from chalicelib.store import StateStore
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.domain.config import default_config
+from chalicelib.domain.errors import DependencyError, VersionConflictError
+from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.records import Record, config_record, membership_record
 from tests.conftest import REGION, TABLE, table_items
 from tests.test_config import assert_both_updates_survive, run_two_writers
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib import aws
+from chalicelib.adapters import aws
 from tests.conftest import AUTH, cw_event, instance_states, post_json, publish
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -244,7 +244,7 @@ def test_a_steady_tick_makes_the_same_few_calls_at_any_size(client: Client, size
 
 def dies_once_after_acting(monkeypatch: pytest.MonkeyPatch) -> None:
     """The next run dies after EC2 acted and before anything was recorded (a Lambda timeout)."""
-    from chalicelib import scaling
+    from chalicelib.service import executor as scaling
 
     real_records_of = scaling.records_of
 
@@ -288,8 +288,8 @@ def test_a_tick_that_died_after_launching_is_finished_by_the_next_tick(
 def test_a_cloudwatch_outage_is_no_data_and_never_shrinks(
     client: Client, ec2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.errors import DependencyError
-    from chalicelib.metrics import PoolMetrics
+    from chalicelib.adapters.cloudwatch import PoolMetrics
+    from chalicelib.domain.errors import DependencyError
 
     minute = grow_to_eight(client)
 

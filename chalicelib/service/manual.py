@@ -10,15 +10,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from chalicelib.clock import iso
-from chalicelib.config import MAX_NODES, Field, parse_patch
-from chalicelib.errors import PoolConflictError, ValidationError, retry_on_conflict
-from chalicelib.membership import settle_tags
-from chalicelib.planner import make_plan
-from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
-from chalicelib.pool import Pool
-from chalicelib.scaling import claim, needs_ec2, plan_acts, refuse_if_held
-from chalicelib.tick import TickDeps, by_launch_token
+from chalicelib.domain.clock import iso
+from chalicelib.domain.config import MAX_NODES, Field, parse_patch
+from chalicelib.domain.errors import PoolConflictError, ValidationError, retry_on_conflict
+from chalicelib.domain.planner import make_plan
+from chalicelib.domain.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
+from chalicelib.domain.pool import Pool
+from chalicelib.service.executor import claim, needs_ec2, plan_acts, refuse_if_held
+from chalicelib.service.membership import settle_tags
+from chalicelib.service.tick import TickDeps, by_launch_token
 
 Decide = Callable[[Mapping[str, Any], Pool], Decision]
 Clock = Callable[[Pool], datetime]

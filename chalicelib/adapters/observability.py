@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from chalice.app import CloudWatchEvent, Request, Response
 
-from chalicelib.clock import iso, tick_time
+from chalicelib.domain.clock import iso, tick_time
 
 SERVICE = "memcache-scaler"
 NAMESPACE = "MemcacheScaler"

@@ -12,10 +12,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws
-from chalicelib.errors import DependencyError
-from chalicelib.settings import MetricNames
-from chalicelib.traffic import CAPACITY_FACTORS, NodeTraffic, PoolTraffic
+from chalicelib.adapters import aws
+from chalicelib.domain.errors import DependencyError
+from chalicelib.domain.settings import MetricNames
+from chalicelib.domain.traffic import CAPACITY_FACTORS, NodeTraffic, PoolTraffic
 
 # CloudWatch answers standard-resolution data in whole minutes.
 PERIOD_SECONDS = 60

@@ -1,6 +1,6 @@
 """The ``predictive`` policy: the smallest pool predicted to keep the miss rate under the maximum.
 
-Pure, like :mod:`chalicelib.policy`: evidence in, a decision and the policy's small memory out.
+Pure, like :mod:`chalicelib.domain.policy`: evidence in, a decision and the policy's small memory out.
 
 The ratio rule reacts to the miss rate it sees, and what it sees right after it grows is the
 misses of its own cold nodes, so it grows again, then shrinks, then grows. This policy asks a
@@ -40,8 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chalicelib.clock import parse_iso, seconds_between
-from chalicelib.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
+from chalicelib.domain.clock import parse_iso, seconds_between
+from chalicelib.domain.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, bounds
 
 POLICY = "predictive"
 FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # SPEC's CapacityFactor values

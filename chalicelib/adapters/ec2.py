@@ -7,10 +7,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws
-from chalicelib.errors import DependencyError, PoolConflictError
-from chalicelib.instances import LIVE_STATES, Instance, NodeIdentity
-from chalicelib.settings import POOL_TAG_KEY, LaunchSpec
+from chalicelib.adapters import aws
+from chalicelib.domain.errors import DependencyError, PoolConflictError
+from chalicelib.domain.instances import LIVE_STATES, Instance, NodeIdentity
+from chalicelib.domain.settings import POOL_TAG_KEY, LaunchSpec
 
 # Carries a launch's idempotency token, so that a retried launch finds the instance it made.
 LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"

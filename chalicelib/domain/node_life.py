@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from chalicelib.clock import iso, seconds_between
-from chalicelib.instances import Instance
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
-from chalicelib.traffic import PoolTraffic
+from chalicelib.domain.clock import iso, seconds_between
+from chalicelib.domain.instances import Instance
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.traffic import PoolTraffic
 
 DEAD_STATES = ("stopping", "stopped", "shutting-down", "terminated")
 

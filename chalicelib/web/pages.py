@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from chalicelib.config import FIELDS, POLICIES, Field
+from chalicelib.domain.config import FIELDS, POLICIES, Field
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Chart.js 4.5.1 (MIT): dist/chart.umd.min.js of `npm pack chart.js@4.5.1`, byte for byte (sha256

@@ -1,6 +1,6 @@
 """SPEC's ``increase``/``decrease`` notices, derived from how the pool changed, and the bounded
 queue (``Pool.outbox``) they wait in until the front-end answers. Pure: delivering them is
-:mod:`chalicelib.notifier`'s.
+:mod:`chalicelib.adapters.frontend`'s.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from chalicelib.pool import DRAINING, IN_SERVICE, Pool
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, Pool
 
 INCREASE = "increase"
 DECREASE = "decrease"

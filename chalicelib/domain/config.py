@@ -1,7 +1,7 @@
 """The scaler's policy configuration: fields, defaults, parsing and SPEC's rules.
 
 Pure: no boto3, no environment, no clock. :func:`update_config` orchestrates a merge through any
-store that offers versioned reads and conditional writes (see ``chalicelib.store``).
+store that offers versioned reads and conditional writes (see ``chalicelib.adapters.dynamodb``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib import policies
-from chalicelib.errors import ValidationError, retry_on_conflict
-from chalicelib.records import Record, config_record
+from chalicelib.domain import policies
+from chalicelib.domain.errors import ValidationError, retry_on_conflict
+from chalicelib.domain.records import Record, config_record
 
 MAX_NODES = 8
 POLICIES = policies.NAMES

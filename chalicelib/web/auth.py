@@ -15,15 +15,15 @@ from botocore.exceptions import ClientError
 from chalice import NotFoundError, Response, UnauthorizedError
 from chalice.app import Request
 
-from chalicelib.bodies import MAX_BODY_BYTES
-from chalicelib.errors import DependencyError
-from chalicelib.http import (
+from chalicelib.domain.errors import DependencyError
+from chalicelib.domain.settings import Settings
+from chalicelib.web.bodies import MAX_BODY_BYTES
+from chalicelib.web.http_errors import (
     RETRY_AFTER_SECONDS,
     PayloadTooLargeError,
     ServiceUnavailableError,
     error_response,
 )
-from chalicelib.settings import Settings
 
 COOKIE_NAME = "scaler_token"
 # Routes anyone may GET: the page that asks for the token, and the health check.

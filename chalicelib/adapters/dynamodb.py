@@ -22,12 +22,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws
-from chalicelib.clock import WallClock, wall_clock
-from chalicelib.config import normalize
-from chalicelib.errors import DependencyError, RecordExistsError, VersionConflictError
-from chalicelib.pool import Pool
-from chalicelib.records import Record, sort_key_time
+from chalicelib.adapters import aws
+from chalicelib.domain.clock import WallClock, wall_clock
+from chalicelib.domain.config import normalize
+from chalicelib.domain.errors import DependencyError, RecordExistsError, VersionConflictError
+from chalicelib.domain.pool import Pool
+from chalicelib.domain.records import Record, sort_key_time
 
 TTL_ATTRIBUTE = "expires_at"
 

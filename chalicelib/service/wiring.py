@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cached_property
 
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.metrics import PoolMetrics
-from chalicelib.notifier import Notifier, notifier_for
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
+from chalicelib.adapters.cloudwatch import PoolMetrics
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.adapters.frontend import Notifier, notifier_for
+from chalicelib.domain.settings import Settings
 
 
 class Adapters:

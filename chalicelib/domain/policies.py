@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from chalicelib import predictive
-from chalicelib.policy import Decision, Observation, decide
+from chalicelib.domain import predictive
+from chalicelib.domain.policy import Decision, Observation, decide
 
 PolicyMemory = dict[str, Any] | None
 Policy = Callable[

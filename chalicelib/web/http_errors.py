@@ -14,7 +14,7 @@ from chalice import (
     Response,
 )
 
-from chalicelib.errors import (
+from chalicelib.domain.errors import (
     DependencyError,
     PoolConflictError,
     ScalerError,

@@ -1,7 +1,7 @@
 """The project's own exceptions.
 
 Adapters turn AWS failures into these; the routes map them to HTTP answers in one place
-(``chalicelib.http.handle_errors``). Every optimistic write is retried by one loop,
+(``chalicelib.web.http_errors.handle_errors``). Every optimistic write is retried by one loop,
 :func:`retry_on_conflict`.
 """
 

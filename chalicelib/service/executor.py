@@ -16,26 +16,26 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from chalicelib.clock import parse_iso
-from chalicelib.config import MAX_NODES
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.errors import (
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.adapters.frontend import Deadline, Notifier
+from chalicelib.domain.clock import parse_iso
+from chalicelib.domain.config import MAX_NODES
+from chalicelib.domain.errors import (
     BusyError,
     DependencyError,
     RecordExistsError,
     ScalerError,
     retry_on_conflict,
 )
-from chalicelib.instances import Instance
-from chalicelib.notices import announce, delivered, enqueue
-from chalicelib.notifier import Deadline, Notifier
-from chalicelib.plan import Plan
-from chalicelib.planner import RECENT_LIMIT
-from chalicelib.policy import REPAIR, SCALE_IN, SCALE_OUT
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
-from chalicelib.records import Record, membership_record, tick_record
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
+from chalicelib.domain.instances import Instance
+from chalicelib.domain.notices import announce, delivered, enqueue
+from chalicelib.domain.plan import Plan
+from chalicelib.domain.planner import RECENT_LIMIT
+from chalicelib.domain.policy import REPAIR, SCALE_IN, SCALE_OUT
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.records import Record, membership_record, tick_record
+from chalicelib.domain.settings import Settings
 
 RESIZING_ACTIONS = (SCALE_OUT, SCALE_IN, REPAIR)
 

@@ -1,9 +1,9 @@
 """The tick's decision, pure: from what the adapters reported to the plan that carries it out.
 
 ``plan_tick`` is SPEC's steps 1-6 with no AWS and no clock of its own: the pool brought up to
-date with EC2 and the metrics (:func:`chalicelib.lifecycle.observe`), the miss rate, the policy's
+date with EC2 and the metrics (:func:`chalicelib.domain.node_life.observe`), the miss rate, the policy's
 decision, the replacement rule, and the plan (:func:`make_plan`) the executor
-(:mod:`chalicelib.scaling`) writes before it calls EC2. Routes that resize plan with
+(:mod:`chalicelib.service.executor`) writes before it calls EC2. Routes that resize plan with
 :func:`make_plan` too.
 """
 
@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib import predictive
-from chalicelib.clock import iso, tick_time
-from chalicelib.config import MAX_NODES
-from chalicelib.instances import Instance
-from chalicelib.lifecycle import Observed, Timeouts, observe
-from chalicelib.notices import announce
-from chalicelib.plan import TICK, Launch, Plan
-from chalicelib.policies import Policy
-from chalicelib.policy import HOLD, REPLACE, Decision, Observation
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
-from chalicelib.traffic import PoolTraffic, miss_rate
+from chalicelib.domain import predictive
+from chalicelib.domain.clock import iso, tick_time
+from chalicelib.domain.config import MAX_NODES
+from chalicelib.domain.instances import Instance
+from chalicelib.domain.node_life import Observed, Timeouts, observe
+from chalicelib.domain.notices import announce
+from chalicelib.domain.plan import TICK, Launch, Plan
+from chalicelib.domain.policies import Policy
+from chalicelib.domain.policy import HOLD, REPLACE, Decision, Observation
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
+from chalicelib.domain.traffic import PoolTraffic, miss_rate
 
 RECENT_LIMIT = 60  # scale_in_window_minutes is at most 60
 

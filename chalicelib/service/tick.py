@@ -11,29 +11,31 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from chalicelib import clock, predictive, scaling, wiring
-from chalicelib.clock import WallClock, iso, tick_time
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.errors import DependencyError, RecordExistsError, retry_on_conflict
-from chalicelib.instances import Instance
-from chalicelib.lifecycle import Timeouts
-from chalicelib.membership import settle_tags
-from chalicelib.metrics import PoolMetrics
-from chalicelib.notifier import Deadline, Notifier
-from chalicelib.plan import Plan
-from chalicelib.planner import Readings, Rules, TickPlan, plan_tick
-from chalicelib.policies import Policy, policy_named
-from chalicelib.policy import HOLD
-from chalicelib.pool import IN_SERVICE, LAUNCHING, Pool
-from chalicelib.records import tick_record
-from chalicelib.scaling import (
+from chalicelib.adapters.cloudwatch import PoolMetrics
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.adapters.frontend import Deadline, Notifier
+from chalicelib.domain import clock, predictive
+from chalicelib.domain.clock import WallClock, iso, tick_time
+from chalicelib.domain.errors import DependencyError, RecordExistsError, retry_on_conflict
+from chalicelib.domain.instances import Instance
+from chalicelib.domain.node_life import Timeouts
+from chalicelib.domain.plan import Plan
+from chalicelib.domain.planner import Readings, Rules, TickPlan, plan_tick
+from chalicelib.domain.policies import Policy, policy_named
+from chalicelib.domain.policy import HOLD
+from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Pool
+from chalicelib.domain.records import tick_record
+from chalicelib.domain.settings import Settings
+from chalicelib.domain.traffic import PoolTraffic
+from chalicelib.service import executor as scaling
+from chalicelib.service import wiring
+from chalicelib.service.executor import (
     claim,
     held_by_another,
     needs_ec2,
 )
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
-from chalicelib.traffic import PoolTraffic
+from chalicelib.service.membership import settle_tags
 
 # How long a tick invoked without a Lambda context (the local scheduler, the CLI) may deliver.
 NO_CONTEXT_SECONDS = 60.0

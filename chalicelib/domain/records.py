@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.clock import iso
+from chalicelib.domain.clock import iso
 
 
 def sort_key_time(moment: datetime) -> str:

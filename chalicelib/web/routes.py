@@ -1,7 +1,7 @@
 """Every route of SPEC's table, and the dashboard page, as one Chalice blueprint.
 
 Each view parses its input, calls one service and shapes the answer; project errors become
-HTTP codes in ``chalicelib.http.handle_errors``.
+HTTP codes in ``chalicelib.web.http_errors.handle_errors``.
 """
 
 from __future__ import annotations
@@ -14,21 +14,22 @@ from typing import Any
 
 from chalice import Blueprint, NotFoundError, Response
 
-from chalicelib import config as config_rules
-from chalicelib import pages, wiring
-from chalicelib.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fields, single_valued
-from chalicelib.clock import wall_clock
-from chalicelib.errors import ValidationError
-from chalicelib.http import handle_errors
-from chalicelib.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
-from chalicelib.membership import Membership, parse_cache_pool_ids
-from chalicelib.notices import last_delivered
-from chalicelib.notifier import Deadline
-from chalicelib.pages import instances_page
-from chalicelib.pool import Pool, describe_nodes
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
-from chalicelib.tick import TickDeps
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.frontend import Deadline
+from chalicelib.domain import config as config_rules
+from chalicelib.domain.clock import wall_clock
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.notices import last_delivered
+from chalicelib.domain.pool import Pool, describe_nodes
+from chalicelib.domain.settings import Settings
+from chalicelib.service import wiring
+from chalicelib.service.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
+from chalicelib.service.membership import Membership, parse_cache_pool_ids
+from chalicelib.service.tick import TickDeps
+from chalicelib.web import pages
+from chalicelib.web.bodies import ACCEPTED_CONTENT_TYPES, parse_body, require_no_fields, single_valued
+from chalicelib.web.http_errors import handle_errors
+from chalicelib.web.pages import instances_page
 
 api = Blueprint(__name__)
 

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.clock import parse_iso
-from chalicelib.plan import Plan
+from chalicelib.domain.clock import parse_iso
+from chalicelib.domain.plan import Plan
 
 LAUNCHING = "launching"
 IN_SERVICE = "in_service"

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.observability import count_notification_failure, logger
-from chalicelib.settings import Settings
+from chalicelib.adapters.observability import count_notification_failure, logger
+from chalicelib.domain.settings import Settings
 
 # Answers worth another attempt at once (besides 5xx and no answer at all): a timeout, too fast.
 RETRIED_STATUSES = (408, 429)

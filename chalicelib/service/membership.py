@@ -17,10 +17,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from chalicelib.clock import WallClock, wall_clock
-from chalicelib.config import MAX_NODES
-from chalicelib.ec2 import Ec2Nodes
-from chalicelib.errors import (
+from chalicelib.adapters.dynamodb import StateStore
+from chalicelib.adapters.ec2 import Ec2Nodes
+from chalicelib.adapters.frontend import Deadline, Notifier
+from chalicelib.adapters.observability import logger
+from chalicelib.domain.clock import WallClock, wall_clock
+from chalicelib.domain.config import MAX_NODES
+from chalicelib.domain.errors import (
     BusyError,
     DependencyError,
     PoolConflictError,
@@ -29,15 +32,12 @@ from chalicelib.errors import (
     VersionConflictError,
     retry_on_conflict,
 )
-from chalicelib.instances import Instance, NodeIdentity
-from chalicelib.notices import announce, awaiting_notice
-from chalicelib.notifier import Deadline, Notifier
-from chalicelib.observability import logger
-from chalicelib.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
-from chalicelib.records import membership_record
-from chalicelib.scaling import end_terminating, notify, refuse_if_held
-from chalicelib.settings import Settings
-from chalicelib.store import StateStore
+from chalicelib.domain.instances import Instance, NodeIdentity
+from chalicelib.domain.notices import announce, awaiting_notice
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.records import membership_record
+from chalicelib.domain.settings import Settings
+from chalicelib.service.executor import end_terminating, notify, refuse_if_held
 
 INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 ADOPTABLE_STATES = ("pending", "running")

@@ -1,0 +1,2 @@
+"""The services: one tick, the executor of plans, membership changes, manual resizes, and
+the composition root that builds the adapters."""
