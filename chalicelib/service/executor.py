@@ -134,18 +134,20 @@ def carry_out(
                 outcome.failures.append(f"launch failed: {exc}")
                 break
             live += 1
-        outcome.added.append(
-            Node(
-                id=instance.id,
-                state=LAUNCHING,
-                ip=instance.ip,
-                instance_type=instance.instance_type,
-                launched_at=instance.launched_at,
-                since=plan.time,
-                token=launch.token,
-            )
-        )
+        outcome.added.append(_launching(instance, launch.token, plan.time))
     return outcome
+
+
+def _launching(instance: Instance, token: str, since: str | None) -> Node:
+    return Node(
+        id=instance.id,
+        state=LAUNCHING,
+        ip=instance.ip,
+        instance_type=instance.instance_type,
+        launched_at=instance.launched_at,
+        since=since,
+        token=token,
+    )
 
 
 def apply_outcome(pool: Pool, plan: Plan, outcome: Outcome) -> Pool:

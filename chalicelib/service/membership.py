@@ -35,7 +35,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.instances import Instance, NodeIdentity
 from chalicelib.domain.notices import announce, awaiting_notice
 from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
-from chalicelib.domain.records import membership_record
+from chalicelib.domain.records import Record, membership_record
 from chalicelib.domain.settings import Settings
 from chalicelib.service.executor import end_terminating, notify, refuse_if_held
 
@@ -111,37 +111,43 @@ class Membership:
             # Checked after the load: a node another writer ends from here on changes the pool's
             # version (its intent is written before EC2 is called), so this write would lose.
             instances = self._check_adoptable(ids, identity)
-            adopted = [node_id for node_id in ids if pool.node(node_id) is None]
-            released = [node.id for node in pool.nodes if node.id not in ids]
             nodes = [self._member(pool.node(node_id), instances[node_id]) for node_id in ids]
             if tuple(nodes) == pool.nodes:
                 return pool
-            record = membership_record(
-                self.clock(pool),
-                change="replace",
-                added=adopted,
-                removed=released,
-                reason="node list set through cache_list",
-                source_ip=source_ip,
-            )
-            changed = pool.with_nodes(
-                nodes,
-                # Tag work still owed for nodes that stay listed is kept, not forgotten.
-                pending_tag=(*[i for i in pool.pending_tag if i in ids and i not in adopted], *adopted),
-                pending_untag=(*pool.pending_untag, *released),
-                recent_miss_rates=(),
-            )
-            if self.notifier is not None:
-                # A swap: decrease for the released nodes now, increase for the adopted ones
-                # when they come into service; released nodes keep their tag until told.
-                changed = announce(pool, changed, "manual")
-            saved = self.store.save_pool(changed, record)
+            saved = self.store.save_pool(*self._listed(pool, nodes, source_ip))
             # The new list stands; a tag call that fails here answers 503, and the owed work is
             # finished by the next writer (a retry of this request does it at once).
             told = notify(self.store, saved, self.notifier, None, self.deadline)
             return settle_tags(self.store, self.ec2, told)
 
         return retry_on_conflict(attempt)
+
+    def _listed(self, pool: Pool, nodes: list[Node], source_ip: str) -> tuple[Pool, Record]:
+        """The pool with ``nodes`` as its list (adopted ones to tag, dropped ones to untag once
+        told), and the change's record."""
+        ids = [node.id for node in nodes]
+        adopted = [node_id for node_id in ids if pool.node(node_id) is None]
+        released = [node.id for node in pool.nodes if node.id not in ids]
+        record = membership_record(
+            self.clock(pool),
+            change="replace",
+            added=adopted,
+            removed=released,
+            reason="node list set through cache_list",
+            source_ip=source_ip,
+        )
+        changed = pool.with_nodes(
+            nodes,
+            # Tag work still owed for nodes that stay listed is kept, not forgotten.
+            pending_tag=(*[i for i in pool.pending_tag if i in ids and i not in adopted], *adopted),
+            pending_untag=(*pool.pending_untag, *released),
+            recent_miss_rates=(),
+        )
+        if self.notifier is not None:
+            # A swap: decrease for the released nodes now, increase for the adopted ones
+            # when they come into service; released nodes keep their tag until told.
+            changed = announce(pool, changed, "manual")
+        return changed, record
 
     def _check_adoptable(self, ids: list[str], identity: NodeIdentity) -> dict[str, Instance]:
         image, profile = identity.image_id, identity.instance_profile
