@@ -428,9 +428,9 @@ def test_a_node_terminated_out_of_band_above_the_minimum_is_replaced(client: Cli
 # -- a private IP reused by a new node --------------------------------------------------------
 
 
-def test_a_confirmation_for_an_ip_a_new_node_reuses_ends_that_node(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Recent confirmations are remembered by IP so that a repeat answers the same; EC2 hands a
-    freed private IP to the next instance, and the new node's own drain must still end it."""
+def two_then_one_on_fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[Client, Cloud, InMemoryFrontend, str]:
+    """The whole app on in-memory fakes with a front-end: two nodes in service, then a resize
+    to one; answers the node draining (its decrease delivered)."""
     cloud, frontend = Cloud(), InMemoryFrontend()
     monkeypatch.setattr(wiring, "adapters", fake_adapters(cloud, frontend))
     monkeypatch.setenv("FRONTEND_NOTIFY_URL", "https://frontend.example/notify")
@@ -441,7 +441,14 @@ def test_a_confirmation_for_an_ip_a_new_node_reuses_ends_that_node(monkeypatch: 
     post_json(client, "/api/scaler/config", {"auto_mode": False})
     post_json(client, "/api/scaler/resize", {"target_size": 2})
     tick(client, 0)
-    (first,) = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body["draining"]
+    (draining,) = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body["draining"]
+    return client, cloud, frontend, draining
+
+
+def test_a_confirmation_for_an_ip_a_new_node_reuses_ends_that_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recent confirmations are remembered by IP so that a repeat answers the same; EC2 hands a
+    freed private IP to the next instance, and the new node's own drain must still end it."""
+    client, cloud, _, first = two_then_one_on_fakes(monkeypatch)
     reused_ip = cloud.instances[first].ip
     confirmed = post_json(client, "/api/poolsize/change", {"cache_ip": reused_ip})
     assert confirmed.json_body == {"terminated": first}
@@ -465,18 +472,8 @@ def test_a_node_list_set_while_its_draining_node_is_ended_never_lists_the_dead_n
     """Found by the state machine: the manager-app swaps a node while the front-end confirms
     the drain of another. The swap checked its instances before it read the pool, so the node
     the confirmation ended in between came back, listed as an adopted node."""
-    cloud, frontend = Cloud(), InMemoryFrontend()
-    monkeypatch.setattr(wiring, "adapters", fake_adapters(cloud, frontend))
-    monkeypatch.setenv("FRONTEND_NOTIFY_URL", "https://frontend.example/notify")
-    monkeypatch.setenv("NODE_READINESS", "running")
-    from app import app
-
-    client = Client(app, stage_name="dev", project_dir=str(PROJECT_DIR))
-    post_json(client, "/api/scaler/config", {"auto_mode": False})
-    post_json(client, "/api/scaler/resize", {"target_size": 2})
-    tick(client, 0)
+    client, cloud, frontend, draining = two_then_one_on_fakes(monkeypatch)
     staying = nodes(client)[0]["id"]
-    (draining,) = post_json(client, "/api/scaler/resize", {"target_size": 1}).json_body["draining"]
     newcomer = cloud.run_instance(NODE_AMI).id
     told_before = len(frontend.delivered)
     real_describe = FakeEc2.describe

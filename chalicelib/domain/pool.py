@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.clock import parse_iso
+from chalicelib.domain.instances import Instance
 from chalicelib.domain.plan import Plan
 
 LAUNCHING = "launching"
@@ -31,6 +32,22 @@ class Node:
     token: str | None = None
     # For a draining node: the front-end has answered its ``decrease`` (the drain clock runs).
     drain_delivered: bool = False
+
+    @classmethod
+    def launching(
+        cls, instance: Instance, *, since: str | None = None, token: str | None = None, adopted: bool = False
+    ) -> Node:
+        """A node for an instance that joins the pool: launched by a plan, or adopted."""
+        return cls(
+            id=instance.id,
+            state=LAUNCHING,
+            ip=instance.ip,
+            instance_type=instance.instance_type,
+            launched_at=instance.launched_at,
+            adopted=adopted,
+            since=since,
+            token=token,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Node:

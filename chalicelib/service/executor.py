@@ -33,7 +33,7 @@ from chalicelib.domain.notices import announce, delivered, enqueue
 from chalicelib.domain.plan import Plan
 from chalicelib.domain.planner import RECENT_LIMIT
 from chalicelib.domain.policy import REPAIR, SCALE_IN, SCALE_OUT
-from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, Node, Pool
 from chalicelib.domain.records import Record, membership_record, tick_record
 from chalicelib.domain.settings import Settings
 
@@ -134,20 +134,8 @@ def carry_out(
                 outcome.failures.append(f"launch failed: {exc}")
                 break
             live += 1
-        outcome.added.append(_launching(instance, launch.token, plan.time))
+        outcome.added.append(Node.launching(instance, since=plan.time, token=launch.token))
     return outcome
-
-
-def _launching(instance: Instance, token: str, since: str | None) -> Node:
-    return Node(
-        id=instance.id,
-        state=LAUNCHING,
-        ip=instance.ip,
-        instance_type=instance.instance_type,
-        launched_at=instance.launched_at,
-        since=since,
-        token=token,
-    )
 
 
 def apply_outcome(pool: Pool, plan: Plan, outcome: Outcome) -> Pool:

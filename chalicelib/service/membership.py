@@ -34,7 +34,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.instances import Instance, NodeIdentity
 from chalicelib.domain.notices import announce, awaiting_notice
-from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, Node, Pool
 from chalicelib.domain.records import Record, membership_record
 from chalicelib.domain.settings import Settings
 from chalicelib.service.executor import end_terminating, notify, refuse_if_held
@@ -184,14 +184,7 @@ class Membership:
     @staticmethod
     def _member(current: Node | None, instance: Instance) -> Node:
         if current is None:
-            return Node(
-                id=instance.id,
-                state=LAUNCHING,
-                ip=instance.ip,
-                instance_type=instance.instance_type,
-                launched_at=instance.launched_at,
-                adopted=True,
-            )
+            return Node.launching(instance, adopted=True)
         # A draining node that the manager-app lists again is taken back, cache still warm.
         return replace(current, state=IN_SERVICE) if current.state == DRAINING else current
 
