@@ -115,7 +115,7 @@ def test_the_vendored_chart_library_is_unchanged_and_keeps_its_licence() -> None
         "nothing.js",
         "dashboard.js.map",
         "chart-4.5.1.umd.min.js.map",
-        "..%2Fapi.py",
+        "..%2Froutes.py",
         "..%2F..%2Fapp.py",
         "%2E%2E%2Fpages.py",
         "..",
@@ -135,7 +135,7 @@ def test_paths_beyond_one_asset_name_are_not_served(client: Client, path: str) -
 
 
 def test_assets_are_looked_up_by_name_never_joined_to_a_path() -> None:
-    for name in ["../api.py", "../../app.py", "/etc/passwd", "static/dashboard.js", ""]:
+    for name in ["../routes.py", "../../app.py", "/etc/passwd", "static/dashboard.js", ""]:
         assert pages.asset(name) is None
     assert set(pages.ASSET_NAMES) <= {path.name for path in pages.STATIC_DIR.iterdir()}
 

@@ -28,7 +28,7 @@ from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Pool
 from chalicelib.domain.records import tick_record
 from chalicelib.domain.settings import Settings
 from chalicelib.domain.traffic import PoolTraffic
-from chalicelib.service import executor as scaling
+from chalicelib.service import executor
 from chalicelib.service import wiring
 from chalicelib.service.executor import (
     claim,
@@ -58,8 +58,8 @@ class TickDeps:
     def finish(
         self, pool: Pool, by_token: dict[str, Instance], *, at: datetime, source_ip: str | None = None
     ) -> tuple[Pool, dict[str, Any]]:
-        """Carry out ``pool.pending_plan`` with these adapters (see ``scaling.finish``)."""
-        return scaling.finish(
+        """Carry out ``pool.pending_plan`` with these adapters (see ``executor.finish``)."""
+        return executor.finish(
             self.store,
             self.ec2,
             self.settings,
@@ -74,8 +74,8 @@ class TickDeps:
     def apply_in_one_write(
         self, pool: Pool, plan: Plan, *, at: datetime, source_ip: str | None = None, **changes: Any
     ) -> tuple[Pool, dict[str, Any]]:
-        """A plan that needs no EC2 call, written and told (see ``scaling.apply_in_one_write``)."""
-        return scaling.apply_in_one_write(
+        """A plan that needs no EC2 call, written and told (see ``executor.apply_in_one_write``)."""
+        return executor.apply_in_one_write(
             self.store,
             pool,
             plan,
