@@ -28,8 +28,7 @@ from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Pool
 from chalicelib.domain.records import tick_record
 from chalicelib.domain.settings import Settings
 from chalicelib.domain.traffic import PoolTraffic
-from chalicelib.service import executor
-from chalicelib.service import wiring
+from chalicelib.service import executor, wiring
 from chalicelib.service.executor import (
     claim,
     held_by_another,
