@@ -79,10 +79,7 @@ class Plan:
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Plan:
-        known = {
-            "source", "mode", "notify", "time", "label", "summary", "take_back", "launch", "drain",
-            "terminate", "replacing", "recent_miss_rates", "events", "policy_memory", "claimed_at",
-        }  # fmt: skip
+        known = {*cls.__dataclass_fields__, "mode"}
         memory = data.get("policy_memory")
         return cls(
             source=str(data.get("source", TICK)),

@@ -26,6 +26,7 @@ from chalicelib.domain.errors import (
     DependencyError,
     RecordExistsError,
     ScalerError,
+    VersionConflictError,
     retry_on_conflict,
 )
 from chalicelib.domain.instances import Instance
@@ -225,12 +226,8 @@ def finish(
     # A tick's plan is recorded at its own T, even when a later tick finishes it.
     when = parse_iso(plan.time) if plan.time else at
     records = records_of(plan, outcome, when, source_ip)
-    attempts = 0
 
-    def attempt() -> Pool:
-        nonlocal attempts
-        current = pool if attempts == 0 else store.load_pool()  # a lost race reads again
-        attempts += 1
+    def attempt(current: Pool) -> Pool:
         if current.pending_plan != plan:
             # Someone finished it meanwhile; what this run ended is still recorded as ended.
             return record_ended(store, current, outcome.terminated)
@@ -241,7 +238,7 @@ def finish(
         return notify(store, saved, notifier, plan.time, deadline)
 
     busy = "the pool kept changing while a resize was being recorded; it will be finished"
-    return retry_on_conflict(attempt, busy=busy), result_of(plan, outcome)
+    return _on_latest(store, pool, attempt, busy=busy), result_of(plan, outcome)
 
 
 def apply_in_one_write(
@@ -267,16 +264,27 @@ def apply_in_one_write(
 def save_change(store: StateStore, pool: Pool, change: Callable[[Pool], Pool], what: str) -> Pool:
     """Write ``change`` applied to the pool, re-reading and applying it again after a lost race;
     nothing when it changes nothing (another writer recorded it already)."""
-    attempts = 0
 
-    def attempt() -> Pool:
-        nonlocal attempts
-        current = pool if attempts == 0 else store.load_pool()  # a lost race reads again
-        attempts += 1
+    def attempt(current: Pool) -> Pool:
         after = change(current)
         return current if after == current else store.save_pool(after)
 
-    return retry_on_conflict(attempt, busy=f"the pool kept changing while {what} was being recorded")
+    return _on_latest(store, pool, attempt, busy=f"the pool kept changing while {what} was being recorded")
+
+
+def _on_latest(store: StateStore, pool: Pool, attempt: Callable[[Pool], Pool], *, busy: str) -> Pool:
+    """``attempt`` on ``pool``, then, after each lost race, on the pool read again."""
+    latest = pool
+
+    def once() -> Pool:
+        nonlocal latest
+        try:
+            return attempt(latest)
+        except VersionConflictError:
+            latest = store.load_pool()
+            raise
+
+    return retry_on_conflict(once, busy=busy)
 
 
 def record_ended(store: StateStore, pool: Pool, ids: list[str]) -> Pool:

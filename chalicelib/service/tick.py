@@ -151,9 +151,15 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         pool, result = deps.finish(pool, by_token, at=now)
         if plan_time == iso(now):
             return {**result, "replayed": True}
+    return _execute(deps, _plan(deps, pool, config, instances, now), by_token, now)
+
+
+def _plan(
+    deps: TickDeps, pool: Pool, config: dict[str, Any], instances: dict[str, Instance], now: datetime
+) -> TickPlan:
+    """Read what the adapters report now, and plan the tick on it."""
     readings = _read(deps, pool, config, instances, now)
-    planned = plan_tick(pool, config, readings, deps.policy_for(config), now, deps.rules())
-    return _execute(deps, planned, by_token, now)
+    return plan_tick(pool, config, readings, deps.policy_for(config), now, deps.rules())
 
 
 def _execute(
@@ -186,8 +192,7 @@ def _dry_run(deps: TickDeps, pool: Pool, config: dict[str, Any], now: datetime) 
     """What the tick would decide now, with the plan that carries it out; nothing is written or
     acted on (a dead writer's plan is left for the next real tick)."""
     instances = {instance.id: instance for instance in deps.ec2.list_pool_instances()}
-    readings = _read(deps, pool, config, instances, now)
-    planned = plan_tick(pool, config, readings, deps.policy_for(config), now, deps.rules())
+    planned = _plan(deps, pool, config, instances, now)
     plan = planned.plan
     return {
         **plan.summary,
