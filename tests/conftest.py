@@ -25,7 +25,7 @@ DEV_ENV = CHALICE_CONFIG["stages"]["dev"]["environment_variables"]
 TABLE = DEV_ENV["TABLE_NAME"]
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-NODE_AMI = "ami-12c6146b"  # one of the images moto knows
+NODE_AMI = "ami-12c6146b"  # one of the images moto ships (it checks none unless asked to)
 OTHER_AMI = "ami-03cf127a"
 REGION = "us-east-1"
 
@@ -38,6 +38,9 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # moto builds its ~100,000 default images for every region of every new mock, which is most
+    # of a mock's set-up; nothing here describes images (emulators the tests start inherit this).
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     monkeypatch.setenv("SCALER_API_TOKEN", TOKEN)
     monkeypatch.setenv("NODE_AMI_ID", NODE_AMI)
     monkeypatch.setenv("TABLE_NAME", TABLE)
@@ -62,10 +65,26 @@ def scheduled_function_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+_SESSIONS: list[boto3.session.Session] = []
+
+
+def share_one_session() -> None:
+    """Inside a mock: let ``boto3.client`` use one session for the whole run.
+
+    moto empties boto3's default session for every mock, and a new session parses each service's
+    model again (EC2's takes a quarter of a second); a session holds no connection and no state
+    of the mock, so sharing one changes nothing but the time. moto restores the default at stop.
+    """
+    if not _SESSIONS:
+        _SESSIONS.append(boto3.session.Session())
+    boto3.DEFAULT_SESSION = _SESSIONS[0]
+
+
 @pytest.fixture
 def moto() -> Iterator[None]:
     """moto for every AWS service, with the table bootstrapped."""
     with mock_aws():
+        share_one_session()
         aws.reset_clients()
         StateStore(TABLE, "default").create_table()
         yield

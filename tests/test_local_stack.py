@@ -122,7 +122,7 @@ def start_stack(port: int, moto_port: int, **settings: str) -> subprocess.Popen[
         **settings,
     }
     # The test's own AWS settings must not leak in: the stack sets what it needs.
-    for name in ("AWS_ENDPOINT_URL", "NODE_AMI_ID", "TABLE_NAME"):
+    for name in ("AWS_ENDPOINT_URL", "NODE_AMI_ID", "TABLE_NAME", "MOTO_EC2_LOAD_DEFAULT_AMIS"):
         env.pop(name, None)
     # Its own process group, as a shell gives a foreground job: SIGINT to the group is Ctrl-C.
     return subprocess.Popen(

@@ -37,7 +37,7 @@ from chalicelib.domain.notices import MAX_QUEUED_NOTICES
 from chalicelib.domain.pool import IN_SERVICE, Pool
 from chalicelib.domain.settings import POOL_TAG_KEY, Settings
 from chalicelib.service import wiring
-from tests.conftest import AUTH, NODE_AMI, PROJECT_DIR, REGION, TABLE, TOKEN, cw_event
+from tests.conftest import AUTH, NODE_AMI, PROJECT_DIR, REGION, TABLE, TOKEN, cw_event, share_one_session
 from tests.fakes import (
     LAUNCH_TOKEN_TAG,
     Cloud,
@@ -332,6 +332,7 @@ class PoolMachine(RuleBasedStateMachine):
         if self.backend == "moto":
             self.mock = mock_aws()
             self.mock.start()
+            share_one_session()
             aws.reset_clients()
             StateStore(TABLE, POOL).create_table()
         # The scheduled function runs once a minute of wall time: the wall clock (leases, route

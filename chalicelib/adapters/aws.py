@@ -2,10 +2,17 @@
 
 A client made before moto starts talks to real AWS, so nothing here runs at import time;
 tests call :func:`reset_clients` whenever they start a new mock.
+
+The clients come from one boto3 session per process, made on first use: a session parses each
+service's model once (EC2's is megabytes of JSON), so a fresh session per client would parse it
+again for every client. The session holds no connection; clients do, and they are what
+:func:`reset_clients` forgets. Sessions are not safe to share across threads while they make
+clients (the local stack's scheduler and server threads both do), hence the lock.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
@@ -20,14 +27,19 @@ _BOTO_CONFIG = Config(
 )
 
 _clients: dict[str, Any] = {}
+_session: list[boto3.session.Session] = []
+_lock = threading.Lock()
 
 
 def client(service: str) -> Any:
     """Return the cached boto3 client for ``service``, creating it on first use."""
-    if service not in _clients:
-        # boto3 honours AWS_ENDPOINT_URL (and per-service variants) itself.
-        _clients[service] = boto3.session.Session().client(service, config=_BOTO_CONFIG)
-    return _clients[service]
+    with _lock:
+        if service not in _clients:
+            if not _session:
+                _session.append(boto3.session.Session())
+            # boto3 honours AWS_ENDPOINT_URL (and per-service variants) itself, read here.
+            _clients[service] = _session[0].client(service, config=_BOTO_CONFIG)
+        return _clients[service]
 
 
 def reset_clients() -> None:
