@@ -1,5 +1,6 @@
-"""The tick's decision without AWS: ``plan_tick`` and ``make_plan`` on plain data, and the
-executor's pure half (``apply_outcome``), table-driven and as properties.
+"""The tick's decision without AWS: ``plan_tick`` and ``make_plan`` on plain data, the
+executor's pure half (``apply_outcome``) and the routes' membership changes
+(``domain/changes.py``), table-driven and as properties.
 
 No moto and no adapters: the pool, the instances EC2 reports and the nodes' traffic are built
 here, so each case reads as SPEC's rule it checks.
@@ -7,6 +8,7 @@ here, so each case reads as SPEC's rule it checks.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chalicelib.domain import changes
 from chalicelib.domain.clock import iso
 from chalicelib.domain.config import MAX_NODES, default_config
+from chalicelib.domain.errors import BusyError, PoolConflictError, UnknownNodeError
 from chalicelib.domain.instances import Instance
 from chalicelib.domain.node_life import Timeouts
 from chalicelib.domain.planner import Readings, Rules, make_plan, plan_tick
@@ -177,3 +181,85 @@ def test_the_outcome_of_a_plan_reaches_its_target_and_announces_every_change(
     told = {node["id"] for notice in after.outbox for node in notice["removing"]}
     assert set(made.drain) <= told
     assert len(after.outbox) <= 3
+
+
+# -- the routes' membership changes (domain/changes.py) ---------------------------------------
+
+
+def test_a_node_list_adopts_new_ids_takes_back_drains_and_releases_the_rest() -> None:
+    pool = serving(3)
+    pool = pool.with_nodes([*pool.nodes[:2], replace(pool.nodes[2], state=DRAINING)])
+    reported = {
+        **running(pool),
+        "i-9": Instance("i-9", "running", "ami", "10.0.0.9", "t3.micro", EARLIER, None),
+    }
+    change = changes.node_list(
+        pool, ["i-9", "i-2", "i-0"], reported, at=NOW, source_ip="1.2.3.4", announced=True
+    )
+    assert change is not None and change.tags and not change.ends
+    after = change.pool
+    assert [(node.id, node.state) for node in after.nodes] == [
+        ("i-9", LAUNCHING),
+        ("i-2", IN_SERVICE),
+        ("i-0", IN_SERVICE),
+    ]
+    assert after.pending_tag == ("i-9",) and after.pending_untag == ("i-1",)
+    assert after.terminating == ()  # a dropped node is released, never terminated
+    # The released node is in a queued decrease, and keeps its tag until that is delivered.
+    assert [notice["change"] for notice in after.outbox] == ["decrease", "increase"]
+    assert [node["id"] for node in after.outbox[0]["removing"]] == ["i-1"]
+    assert change.record.body["source_ip"] == "1.2.3.4"
+    assert (change.record.body["added"], change.record.body["removed"]) == (["i-9"], ["i-1"])
+
+
+def test_the_same_node_list_is_no_change() -> None:
+    pool = serving(2)
+    assert (
+        changes.node_list(pool, ["i-0", "i-1"], running(pool), at=NOW, source_ip="", announced=True) is None
+    )
+
+
+def test_a_confirmed_drain_ends_the_node_and_is_remembered_by_ip() -> None:
+    pool = serving(3)
+    drained = replace(pool.nodes[1], state=DRAINING, drain_delivered=True)
+    pool = pool.with_nodes([pool.nodes[0], pool.nodes[2], drained])
+    node = changes.draining_at(pool, "10.0.0.1")
+    assert node == drained
+    change = changes.drain_confirmed(pool, drained, "10.0.0.1", at=NOW, source_ip="")
+    assert change.ends and change.pool.terminating == ("i-1",)
+    assert change.pool.node("i-1") is None
+    # Confirmed again after it went: the same id, not an error.
+    assert changes.draining_at(change.pool, "10.0.0.1") == "i-1"
+
+
+def test_a_drain_is_confirmed_only_after_its_decrease_was_delivered() -> None:
+    pool = serving(2)
+    undelivered = replace(pool.nodes[1], state=DRAINING, drain_delivered=False)
+    with pytest.raises(BusyError):
+        changes.drain_confirmed(
+            pool.with_nodes([pool.nodes[0], undelivered]), undelivered, "10.0.0.1", at=NOW, source_ip=""
+        )
+
+
+@pytest.mark.parametrize(("ip", "error"), [("10.0.0.7", UnknownNodeError), ("10.0.0.0", PoolConflictError)])
+def test_a_confirmation_for_no_draining_node_is_refused(ip: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        changes.draining_at(serving(2), ip)
+
+
+def test_confirmations_are_remembered_within_a_bound() -> None:
+    pool = Pool(confirmed={f"10.1.0.{n}": f"i-old{n}" for n in range(changes.CONFIRMED_KEPT)})
+    drained = Node("i-new", DRAINING, ip="10.0.0.1", drain_delivered=True)
+    after = changes.drain_confirmed(
+        pool.with_nodes([drained]), drained, "10.0.0.1", at=NOW, source_ip=""
+    ).pool
+    assert len(after.confirmed) == changes.CONFIRMED_KEPT and after.confirmed["10.0.0.1"] == "i-new"
+
+
+def test_terminate_all_empties_the_list_and_ends_what_it_found_alive() -> None:
+    pool = replace(serving(3), terminating=("i-old",))
+    change = changes.terminate_all(pool, ["i-0", "i-2", "i-orphan"], at=NOW, source_ip="")
+    assert change is not None and change.ends
+    assert change.pool.nodes == () and change.pool.pending_plan is None
+    assert change.pool.terminating == ("i-old", "i-0", "i-2", "i-orphan")
+    assert changes.terminate_all(Pool(), [], at=NOW, source_ip="") is None

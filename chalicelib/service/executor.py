@@ -10,7 +10,7 @@ only into the room that exists: never more than 8 live instances at any call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -19,6 +19,8 @@ from typing import Any
 from chalicelib.adapters.dynamodb import StateStore
 from chalicelib.adapters.ec2 import Ec2Nodes
 from chalicelib.adapters.frontend import Deadline, Notifier
+from chalicelib.adapters.observability import logger
+from chalicelib.domain.changes import Change
 from chalicelib.domain.clock import parse_iso
 from chalicelib.domain.config import MAX_NODES
 from chalicelib.domain.errors import (
@@ -30,7 +32,7 @@ from chalicelib.domain.errors import (
     retry_on_conflict,
 )
 from chalicelib.domain.instances import Instance
-from chalicelib.domain.notices import announce, delivered, enqueue
+from chalicelib.domain.notices import announce, awaiting_notice, delivered, enqueue
 from chalicelib.domain.plan import Plan
 from chalicelib.domain.planner import RECENT_LIMIT
 from chalicelib.domain.policy import REPAIR, SCALE_IN, SCALE_OUT
@@ -330,3 +332,57 @@ def notify(
         recorded = partial(delivered, sequence=head["sequence"], stamp=stamp)
         pool = save_change(store, pool, recorded, "a notice")
     return pool
+
+
+def apply_change(
+    store: StateStore,
+    ec2: Ec2Nodes,
+    change: Change,
+    notifier: Notifier | None = None,
+    deadline: Deadline | None = None,
+) -> Pool:
+    """Write a route's membership change with its record under the version check, then act:
+    terminate what it ends, tell the front-end what it queued, carry out the tag work it owes.
+
+    Raises :class:`VersionConflictError` when another writer came first (nothing was done), and
+    :class:`DependencyError` when EC2 fails after the write: the work stays recorded.
+    """
+    saved = store.save_pool(change.pool, change.record)
+    if change.ends:
+        saved = end_terminating(store, ec2, saved)
+    saved = notify(store, saved, notifier, None, deadline)
+    return settle_tags(store, ec2, saved) if change.tags else saved
+
+
+def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool, *, strict: bool = True) -> Pool:
+    """Carry out the tag work recorded on ``pool`` and record that it is done.
+
+    A released node whose ``decrease`` is still undelivered keeps its tag until it is. With
+    ``strict`` False an EC2 failure leaves the work owed and answers ``pool``: writers settle
+    first, and owed tag work that EC2 keeps refusing (an IAM policy, say) must not stop every
+    tick and every route, the one that would drop that node from the list included.
+    """
+    waiting = awaiting_notice(pool)
+    untag = [node_id for node_id in pool.pending_untag if node_id not in waiting]
+    if not pool.pending_tag and not untag:
+        return pool
+    try:
+        existing = ec2.describe([*pool.pending_tag, *untag])
+        ec2.tag(_present(pool.pending_tag, existing))
+        ec2.untag(_present(untag, existing))
+    except DependencyError as exc:
+        if strict:
+            raise
+        logger.warning("tag work stays owed", extra={"error": str(exc)})
+        return pool
+    still_waiting = tuple(node_id for node_id in pool.pending_untag if node_id in waiting)
+    settled = replace(pool, pending_tag=(), pending_untag=still_waiting)
+    try:
+        return store.save_pool(settled)
+    except VersionConflictError:
+        # Someone wrote after us and owns the pool's tag work now; ours is done anyway.
+        return store.load_pool()
+
+
+def _present(ids: Iterable[str], existing: dict[str, Instance]) -> list[str]:
+    return [node_id for node_id in ids if node_id in existing and existing[node_id].state != "terminated"]

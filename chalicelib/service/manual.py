@@ -16,8 +16,7 @@ from chalicelib.domain.errors import PoolConflictError, ValidationError, retry_o
 from chalicelib.domain.planner import make_plan
 from chalicelib.domain.policy import HOLD, SCALE_IN, SCALE_OUT, Decision, Observation, decide
 from chalicelib.domain.pool import Pool
-from chalicelib.service.executor import claim, needs_ec2, plan_acts, refuse_if_held
-from chalicelib.service.membership import settle_tags
+from chalicelib.service.executor import claim, needs_ec2, plan_acts, refuse_if_held, settle_tags
 from chalicelib.service.tick import TickDeps, by_launch_token
 
 Decide = Callable[[Mapping[str, Any], Pool], Decision]

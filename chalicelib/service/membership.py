@@ -1,47 +1,33 @@
 """Membership changes made through the API: set the node list, confirm a drain, terminate all,
 list instances.
 
-Write first, act second, so that a failure loses no node: each change is written to the pool
-item under its version check with the work it implies (tags owed in ``pending_tag`` and
-``pending_untag``, instances to end in ``terminating``), and only then is EC2 called; a failed
-EC2 call answers 503 and the next writer (or tick) finishes the recorded work. Instances the
-manager-app drops from the list are only ever released (untagged once their ``decrease`` was
-delivered), never terminated.
+Each reads the pool and EC2, has ``domain/changes.py`` plan the change, and has the executor
+write it first and act second (``executor.apply_change``): a failed EC2 call answers 503 and the
+next writer (or tick) finishes the recorded work. Instances the manager-app drops from the list
+are only ever released (untagged once their ``decrease`` was delivered), never terminated.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from chalicelib.adapters.dynamodb import StateStore
 from chalicelib.adapters.ec2 import Ec2Nodes
 from chalicelib.adapters.frontend import Deadline, Notifier
-from chalicelib.adapters.observability import logger
+from chalicelib.domain import changes
 from chalicelib.domain.clock import WallClock, wall_clock
 from chalicelib.domain.config import MAX_NODES
-from chalicelib.domain.errors import (
-    BusyError,
-    DependencyError,
-    PoolConflictError,
-    UnknownNodeError,
-    ValidationError,
-    VersionConflictError,
-    retry_on_conflict,
-)
+from chalicelib.domain.errors import PoolConflictError, ValidationError, retry_on_conflict
 from chalicelib.domain.instances import Instance, NodeIdentity
-from chalicelib.domain.notices import announce, awaiting_notice
-from chalicelib.domain.pool import DRAINING, IN_SERVICE, Node, Pool
-from chalicelib.domain.records import Record, membership_record
+from chalicelib.domain.pool import Pool
 from chalicelib.domain.settings import Settings
-from chalicelib.service.executor import end_terminating, notify, refuse_if_held
+from chalicelib.service.executor import apply_change, end_terminating, refuse_if_held, settle_tags
 
 INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 ADOPTABLE_STATES = ("pending", "running")
-_CONFIRMED_KEPT = 32
 
 
 def parse_cache_pool_ids(pairs: list[tuple[str, Any]], *, from_form: bool) -> list[str]:
@@ -111,43 +97,17 @@ class Membership:
             # Checked after the load: a node another writer ends from here on changes the pool's
             # version (its intent is written before EC2 is called), so this write would lose.
             instances = self._check_adoptable(ids, identity)
-            nodes = [self._member(pool.node(node_id), instances[node_id]) for node_id in ids]
-            if tuple(nodes) == pool.nodes:
-                return pool
-            saved = self.store.save_pool(*self._listed(pool, nodes, source_ip))
-            # The new list stands; a tag call that fails here answers 503, and the owed work is
-            # finished by the next writer (a retry of this request does it at once).
-            told = notify(self.store, saved, self.notifier, None, self.deadline)
-            return settle_tags(self.store, self.ec2, told)
+            change = changes.node_list(
+                pool,
+                ids,
+                instances,
+                at=self.clock(pool),
+                source_ip=source_ip,
+                announced=self.notifier is not None,
+            )
+            return pool if change is None else self._apply(change)
 
         return retry_on_conflict(attempt)
-
-    def _listed(self, pool: Pool, nodes: list[Node], source_ip: str) -> tuple[Pool, Record]:
-        """The pool with ``nodes`` as its list (adopted ones to tag, dropped ones to untag once
-        told), and the change's record."""
-        ids = [node.id for node in nodes]
-        adopted = [node_id for node_id in ids if pool.node(node_id) is None]
-        released = [node.id for node in pool.nodes if node.id not in ids]
-        record = membership_record(
-            self.clock(pool),
-            change="replace",
-            added=adopted,
-            removed=released,
-            reason="node list set through cache_list",
-            source_ip=source_ip,
-        )
-        changed = pool.with_nodes(
-            nodes,
-            # Tag work still owed for nodes that stay listed is kept, not forgotten.
-            pending_tag=(*[i for i in pool.pending_tag if i in ids and i not in adopted], *adopted),
-            pending_untag=(*pool.pending_untag, *released),
-            recent_miss_rates=(),
-        )
-        if self.notifier is not None:
-            # A swap: decrease for the released nodes now, increase for the adopted ones
-            # when they come into service; released nodes keep their tag until told.
-            changed = announce(pool, changed, "manual")
-        return changed, record
 
     def _check_adoptable(self, ids: list[str], identity: NodeIdentity) -> dict[str, Instance]:
         image, profile = identity.image_id, identity.instance_profile
@@ -181,12 +141,8 @@ class Membership:
             raise ValidationError("; ".join(problems))
         return found
 
-    @staticmethod
-    def _member(current: Node | None, instance: Instance) -> Node:
-        if current is None:
-            return Node.launching(instance, adopted=True)
-        # A draining node that the manager-app lists again is taken back, cache still warm.
-        return replace(current, state=IN_SERVICE) if current.state == DRAINING else current
+    def _apply(self, change: changes.Change) -> Pool:
+        return apply_change(self.store, self.ec2, change, self.notifier, self.deadline)
 
     # -- terminate_all (test endpoint) ----------------------------------------------------
 
@@ -204,21 +160,9 @@ class Membership:
             tagged = [instance.id for instance in self.ec2.list_pool_instances()]
             candidates = [i for i in dict.fromkeys([*pool.live_ids, *tagged]) if i not in released]
             doomed = sorted(self.ec2.alive(candidates), key=candidates.index)
-            if not pool.nodes and not doomed:
-                return []
-            record = membership_record(
-                self.clock(pool),
-                change="terminate_all",
-                removed=doomed,
-                reason="terminate_all test endpoint",
-                source_ip=source_ip,
-            )
-            # The intent first: an empty list and the instances to end, then EC2.
-            intent = replace(
-                pool.with_nodes([], recent_miss_rates=(), pending_plan=None),
-                terminating=tuple(dict.fromkeys([*pool.terminating, *doomed])),
-            )
-            end_terminating(self.store, self.ec2, self.store.save_pool(intent, record))
+            change = changes.terminate_all(pool, doomed, at=self.clock(pool), source_ip=source_ip)
+            if change is not None:
+                self._apply(change)
             return doomed
 
         return retry_on_conflict(attempt)
@@ -235,32 +179,13 @@ class Membership:
 
         def attempt() -> str:
             pool = self.store.load_pool()
-            node = next((node for node in pool.nodes if node.ip == ip), None)
-            if node is None or node.state != DRAINING:
-                earlier = (pool.confirmed or {}).get(ip)
-                if earlier is not None:
-                    if earlier in pool.terminating:
-                        end_terminating(self.store, self.ec2, pool)
-                    return earlier
-                if node is None:
-                    raise UnknownNodeError(f"no node of the pool has IP {ip}")
-                raise PoolConflictError(f"{node.id} at {ip} is {node.state}, not draining")
+            node = changes.draining_at(pool, ip)
+            if isinstance(node, str):  # confirmed before: finish its end if EC2 failed it
+                if node in pool.terminating:
+                    end_terminating(self.store, self.ec2, pool)
+                return node
             refuse_if_held(pool, self.wall_clock())
-            if not node.drain_delivered:
-                # SPEC: a node goes only after its decrease was answered with a 2xx. A front-end
-                # may confirm a breath before that answer is recorded: it tries again shortly.
-                raise BusyError(f"{node.id} at {ip} is draining, its decrease not delivered yet; try again")
-            confirmed = {**(pool.confirmed or {}), ip: node.id}
-            record = membership_record(
-                self.clock(pool),
-                change="drain_confirmed",
-                removed=[node.id],
-                reason=f"the front-end confirmed {node.id} at {ip} may go: terminated",
-                source_ip=source_ip,
-            )
-            trimmed = dict(list(confirmed.items())[-_CONFIRMED_KEPT:])
-            saved = self.store.save_pool(replace(pool.ending([node.id]), confirmed=trimmed), record)
-            end_terminating(self.store, self.ec2, saved)
+            self._apply(changes.drain_confirmed(pool, node, ip, at=self.clock(pool), source_ip=source_ip))
             return node.id
 
         return retry_on_conflict(attempt)
@@ -286,37 +211,3 @@ class Membership:
                 }
             )
         return rows
-
-
-def settle_tags(store: StateStore, ec2: Ec2Nodes, pool: Pool, *, strict: bool = True) -> Pool:
-    """Carry out the tag work recorded on ``pool`` and record that it is done.
-
-    A released node whose ``decrease`` is still undelivered keeps its tag until it is. With
-    ``strict`` False an EC2 failure leaves the work owed and answers ``pool``: writers settle
-    first, and owed tag work that EC2 keeps refusing (an IAM policy, say) must not stop every
-    tick and every route, the one that would drop that node from the list included.
-    """
-    waiting = awaiting_notice(pool)
-    untag = [node_id for node_id in pool.pending_untag if node_id not in waiting]
-    if not pool.pending_tag and not untag:
-        return pool
-    try:
-        existing = ec2.describe([*pool.pending_tag, *untag])
-        ec2.tag(_present(pool.pending_tag, existing))
-        ec2.untag(_present(untag, existing))
-    except DependencyError as exc:
-        if strict:
-            raise
-        logger.warning("tag work stays owed", extra={"error": str(exc)})
-        return pool
-    still_waiting = tuple(node_id for node_id in pool.pending_untag if node_id in waiting)
-    settled = replace(pool, pending_tag=(), pending_untag=still_waiting)
-    try:
-        return store.save_pool(settled)
-    except VersionConflictError:
-        # Someone wrote after us and owns the pool's tag work now; ours is done anyway.
-        return store.load_pool()
-
-
-def _present(ids: Iterable[str], existing: dict[str, Instance]) -> list[str]:
-    return [node_id for node_id in ids if node_id in existing and existing[node_id].state != "terminated"]

@@ -29,12 +29,7 @@ from chalicelib.domain.records import tick_record
 from chalicelib.domain.settings import Settings
 from chalicelib.domain.traffic import PoolTraffic
 from chalicelib.service import executor, wiring
-from chalicelib.service.executor import (
-    claim,
-    held_by_another,
-    needs_ec2,
-)
-from chalicelib.service.membership import settle_tags
+from chalicelib.service.executor import claim, held_by_another, needs_ec2, settle_tags
 
 # How long a tick invoked without a Lambda context (the local scheduler, the CLI) may deliver.
 NO_CONTEXT_SECONDS = 60.0
