@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -209,8 +212,21 @@ def test_tracing_is_off_unless_the_stage_turns_it_on(env: dict[str, str], disabl
     assert observability.tracing_disabled(env) is disabled
 
 
-def test_tracing_is_off_in_tests() -> None:
-    assert observability.tracer.disabled
+def test_tracing_is_off_in_tests_and_the_x_ray_sdk_is_not_imported() -> None:
+    """No Tracer without tracing: it would import the X-Ray SDK (and its botocore) at cold start."""
+    assert observability.tracer is None
+    code = "import sys, app; print(sorted(m for m in sys.modules if m.startswith('aws_xray_sdk')))"
+    env = {k: v for k, v in os.environ.items() if k != "POWERTOOLS_TRACE_DISABLED"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_traced_stage_makes_its_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    tracer = observability._tracer()
+    assert tracer is not None and type(tracer).__name__ == "Tracer"
 
 
 def test_each_stage_traces_exactly_when_its_xray_flag_is_on() -> None:

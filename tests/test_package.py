@@ -439,8 +439,13 @@ def test_alarms_go_to_the_topic_parameter(templates: dict[str, Any], stage: str)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_the_package_holds_what_the_functions_import(packages: dict[str, Path], stage: str) -> None:
-    """Powertools' Tracer imports the X-Ray SDK even with tracing off: without it, no function starts."""
+def test_the_package_holds_what_the_functions_import_and_no_sdk(
+    packages: dict[str, Path], templates: dict[str, Any], stage: str
+) -> None:
+    """The runtime brings boto3 and botocore; a copy in the package would shadow them, and the
+    X-Ray SDK (which brings one) is packaged only for a traced stage."""
     with zipfile.ZipFile(packages[stage] / "deployment.zip") as package:
         top_level = {name.split("/")[0] for name in package.namelist()}
-    assert {"aws_lambda_powertools", "aws_xray_sdk", "chalicelib", "app.py"} <= top_level
+    assert {"aws_lambda_powertools", "chalicelib", "app.py"} <= top_level
+    assert not top_level & {"boto3", "botocore", "s3transfer"}
+    assert ("aws_xray_sdk" in top_level) == _traced(templates[stage])

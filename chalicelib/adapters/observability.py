@@ -3,7 +3,9 @@
 Each request and each tick writes one JSON log line (with the request id, or the tick's T), and an
 invocation that recorded metrics prints them as one EMF line, which CloudWatch turns into metrics
 in the ``MemcacheScaler`` namespace. X-Ray subsegments are recorded only when the stage turns
-tracing on (see :func:`tracing_disabled`).
+tracing on (see :func:`tracing_disabled`); otherwise no Tracer is made, so neither the X-Ray SDK
+nor the botocore it brings is imported (or packaged: a traced stage adds aws-xray-sdk to
+requirements.txt, and a test of the package checks the two agree).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any, cast
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from chalice.app import CloudWatchEvent, Request, Response
 
@@ -67,8 +69,34 @@ def tracing_disabled(env: Mapping[str, str]) -> bool:
 
 logger = Logger(service=SERVICE, stream=cast(IO[str], _CurrentStdout()))
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-# When enabled here, Powertools still turns tracing off outside Lambda (chalice local, tests).
-tracer = Tracer(service=SERVICE, disabled=True if tracing_disabled(os.environ) else None)
+
+
+def _tracer() -> Any:
+    """Powertools' Tracer when the stage traces, else None: making one imports the X-Ray SDK,
+    a fifth of a second of every cold start. When made, Powertools still turns tracing off
+    outside Lambda (chalice local, tests)."""
+    if tracing_disabled(os.environ):
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
+tracer = _tracer()
+
+
+class _Untraced:
+    def put_annotation(self, key: str, value: Any) -> None:
+        """Nothing to annotate when nothing is traced."""
+
+
+@contextmanager
+def _subsegment(name: str) -> Iterator[Any]:
+    if tracer is None:
+        yield _Untraced()
+        return
+    with tracer.provider.in_subsegment(name) as subsegment:
+        yield subsegment
 
 
 def count_notification_failure() -> None:
@@ -130,7 +158,7 @@ def request_middleware(request: Request, get_response: Callable[[Request], Respo
         "path": request.path,
     }
     started = time.perf_counter()
-    with _log_keys(keys), tracer.provider.in_subsegment("## request") as subsegment:
+    with _log_keys(keys), _subsegment("## request") as subsegment:
         try:
             response = get_response(request)
         except Exception:
@@ -162,7 +190,7 @@ def tick_middleware(event: CloudWatchEvent, get_response: Callable[[CloudWatchEv
     }
     started = time.perf_counter()
     summary: dict[str, Any] | None = None
-    with _log_keys(keys), tracer.provider.in_subsegment("## tick") as subsegment:
+    with _log_keys(keys), _subsegment("## tick") as subsegment:
         try:
             summary = get_response(event)
             return summary
