@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: local test lint
+.PHONY: local test lint deploy destroy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,3 +20,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# make deploy STAGE=prod ARTIFACT_BUCKET=… STACK_PARAMETERS="AlarmTopicArn=… VpcId=… …" [DRY_RUN=1]
+# make destroy STAGE=prod [DELETE_TABLE=1] [DRY_RUN=1]
+deploy: $(STAMP)
+	$(PY) -m deploy.stack deploy --stage $(STAGE)
+
+destroy: $(STAMP)
+	$(PY) -m deploy.stack destroy --stage $(STAGE)
