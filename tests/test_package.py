@@ -30,7 +30,8 @@ FUNCTIONS = {"api_handler": "APIHandler", "scale": "Scale"}  # Chalice name -> l
 EMF_NAMESPACE = "MemcacheScaler"
 EMF_METRICS = {"MissRate", "PoolSize", "ScalingActions", "TickDurationMs", "NotificationFailures"}
 INSTANCE_ARN = "arn:aws:ec2:*:*:instance/*"
-NODE_ROLE = "memcache-scaler-node"  # the node role, and the instance profile that holds it
+# Each stage's node role, and the instance profile that holds it (deploy/resources.json makes both).
+NODE_ROLE = {stage: f"memcache-scaler-node-{stage}" for stage in STAGES}
 
 # What each function calls, read off the code (chalicelib/*.py): the policy allows exactly this.
 # DynamoDB's TransactWriteItems is authorised as the PutItem of each item (no IAM action of its own).
@@ -273,7 +274,7 @@ def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: 
     # Adoption tags (and so may later terminate) only instances that run as a node: those with
     # the node role's instance profile. The image has no IAM key; the code checks it.
     assert adopt["Condition"]["ArnLike"] == {
-        "ec2:InstanceProfile": f"arn:aws:iam::*:instance-profile/{NODE_ROLE}"
+        "ec2:InstanceProfile": f"arn:aws:iam::*:instance-profile/{NODE_ROLE[stage]}"
     }
     assert set(adopt["Condition"]) == {
         "StringEquals",
@@ -295,7 +296,7 @@ def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: 
     # The node role only, and only to EC2.
     (pass_role,) = _statements(policy, "iam:PassRole")
     assert re.fullmatch(r"arn:aws:iam::\*:role/[\w+=,.@-]+", pass_role["Resource"])
-    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{NODE_ROLE}"
+    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{NODE_ROLE[stage]}"
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
 
 
@@ -347,6 +348,7 @@ def test_stage_policies_differ_only_in_the_stage_and_xray() -> None:
         dev, prod = untraced(_policy_file("dev", function)), untraced(_policy_file("prod", function))
         as_prod = json.dumps(dev).replace("memcache-scaler-dev", "memcache-scaler-prod")
         as_prod = as_prod.replace("/memcache-scaler/dev/", "/memcache-scaler/prod/")
+        as_prod = as_prod.replace(NODE_ROLE["dev"], NODE_ROLE["prod"])
         # The pool tag's value: every JSON string that is exactly the dev pool's name.
         as_prod = as_prod.replace(json.dumps(pools["dev"]), json.dumps(pools["prod"]))
         assert json.loads(as_prod) == prod, function
