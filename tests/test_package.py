@@ -32,6 +32,14 @@ EMF_METRICS = {"MissRate", "PoolSize", "ScalingActions", "TickDurationMs", "Noti
 INSTANCE_ARN = "arn:aws:ec2:*:*:instance/*"
 # Each stage's node role, and the instance profile that holds it (deploy/resources.json makes both).
 NODE_ROLE = {stage: f"memcache-scaler-node-{stage}" for stage in STAGES}
+# What the merged template adds to both functions' environment: the stack's launch template (its
+# id, and the version the stack made last, as CloudFormation leaves $Default at 1) and the metrics
+# namespace the node role may write.
+STACK_ENV = {
+    "NODE_LAUNCH_TEMPLATE": {"Ref": "NodeLaunchTemplate"},
+    "NODE_LAUNCH_TEMPLATE_VERSION": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]},
+    "METRICS_NAMESPACE": {"Ref": "MetricsNamespace"},
+}
 
 # What each function calls, read off the code (chalicelib/*.py): the policy allows exactly this.
 # DynamoDB's TransactWriteItems is authorised as the PutItem of each item (no IAM action of its own).
@@ -187,7 +195,7 @@ def test_stage_switches(templates: dict[str, Any], stage: str) -> None:
         variables = props["Environment"]["Variables"]
         assert variables["ENABLE_TEST_ENDPOINTS"] == expected
         assert variables["STAGE"] == stage  # the https rule for prod, the metrics' stage dimension
-        assert variables == _stage_env(stage)
+        assert variables == {**_stage_env(stage), **STACK_ENV}
         assert _sub(props["FunctionName"], stage) == (
             f"memcache-scaler-{stage}" if function == "api_handler" else f"memcache-scaler-{stage}-scale"
         )
@@ -518,10 +526,13 @@ def test_node_role_is_for_ec2_and_may_only_put_metrics_in_the_namespace_paramete
     assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": {"Ref": "MetricsNamespace"}}}
     # Nothing else grants the node role anything.
     assert not _of_type(template, "AWS::IAM::Policy") and not _of_type(template, "AWS::IAM::ManagedPolicy")
-    # The namespace the nodes may write is, by default, the one the functions read.
+    # The namespace the nodes may write is the one the functions read, by default and when set.
     parameter = template["Parameters"]["MetricsNamespace"]
     assert parameter["Type"] == "String"
     assert parameter["Default"] == Settings.from_env({}).metric_names.namespace == "Memcache"
+    for function in FUNCTIONS:
+        variables = _function(template, function)["Properties"]["Environment"]["Variables"]
+        assert variables["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}, function
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -665,3 +676,29 @@ def test_monitoring_endpoint_exists_only_when_subnets_are_given(
     # Only the endpoint and its group depend on the condition.
     conditioned = {k for k, r in template["Resources"].items() if "Condition" in r}
     assert conditioned == {endpoint_id, group_id}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_functions_launch_from_the_stacks_template_at_the_version_it_made_last(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    for function in FUNCTIONS:
+        variables = _function(template, function)["Properties"]["Environment"]["Variables"]
+        # Ref is the template's id (lt-...), which the code sends as LaunchTemplateId.
+        assert variables["NODE_LAUNCH_TEMPLATE"] == {"Ref": "NodeLaunchTemplate"}, function
+        assert variables["NODE_LAUNCH_TEMPLATE_VERSION"] == {
+            "Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]
+        }, function
+        # Each of these would override the template's image, profile, groups or type.
+        overriding = {
+            "NODE_AMI_ID",
+            "NODE_INSTANCE_PROFILE",
+            "NODE_SECURITY_GROUP_IDS",
+            "NODE_INSTANCE_TYPES",
+        }
+        assert not overriding & set(variables), function
+        (launch,) = _statements(_policy(template, function), "ec2:RunInstances")
+        assert "arn:aws:ec2:*:*:launch-template/*" in launch["Resource"], function
+    # What LatestVersionNumber gives (a number) is a version the code accepts.
+    assert Settings.from_env({"NODE_LAUNCH_TEMPLATE_VERSION": "3"}).launch.launch_template_version == "3"
