@@ -37,9 +37,10 @@ done
 # parliament reads the policy on stdin (`--file` refuses to run when stdin is not a terminal,
 # as in CI). Its `ignore_locations` config cannot match anything in 1.6.x, so accepted findings
 # are filtered here from its JSON output, each matched exactly (issue and location):
-#  - PERMISSIONS_MANAGEMENT_ACTIONS for iam:passrole alone: launching a node with
-#    NODE_INSTANCE_PROFILE needs it; the policies scope it to the node role
-#    (role/memcache-scaler-node) and to iam:PassedToService ec2.amazonaws.com.
+#  - PERMISSIONS_MANAGEMENT_ACTIONS for iam:passrole alone: launching a node with an instance
+#    profile (the launch template's, or NODE_INSTANCE_PROFILE) needs it; the policies scope it to
+#    the stage's node role (role/memcache-scaler-node-<stage>, which deploy/resources.json
+#    creates) and to iam:PassedToService ec2.amazonaws.com.
 #  - PRIVILEGE_ESCALATION "CreateEC2WithExistingIP" (iam:passrole + ec2:runinstances): launching
 #    nodes with their instance profile is what the scaler is for; its reach is that one role, on
 #    instances that must carry the pool tag.

@@ -10,8 +10,8 @@ from botocore.stub import Stubber
 
 from chalicelib.adapters.ec2 import Ec2Nodes
 from chalicelib.domain.errors import DependencyError
-from chalicelib.domain.settings import LaunchSpec
-from tests.conftest import NODE_AMI, REGION, instance_states, run_instances
+from chalicelib.domain.settings import LaunchSpec, Settings
+from tests.conftest import NODE_AMI, OTHER_AMI, REGION, instance_states, run_instances
 
 
 def test_describe_leaves_out_unknown_ids(ec2: Any) -> None:
@@ -58,6 +58,32 @@ def test_node_image_comes_from_the_ami_or_the_launch_template(ec2: Any) -> None:
     assert image(LaunchSpec(ami_id="ami-1", launch_template="memcache-node")).image_id == "ami-1"
     assert image(LaunchSpec(launch_template="memcache-node")).image_id == "ami-03cf127a"
     assert image(LaunchSpec()).image_id is None
+
+
+def test_the_pinned_template_version_gives_the_node_image_and_launches(ec2: Any) -> None:
+    """CloudFormation adds a version on each update and leaves $Default at 1: a stack pins the
+    version it made last, and both the launch and cache_list's image check must use that one."""
+    template = ec2.create_launch_template(
+        LaunchTemplateName="memcache-node",
+        LaunchTemplateData={"ImageId": OTHER_AMI, "InstanceType": "t3.micro"},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(
+        LaunchTemplateId=template, LaunchTemplateData={"ImageId": NODE_AMI, "InstanceType": "t3.micro"}
+    )
+    nodes = Ec2Nodes("default")
+    pinned = Settings.from_env({"NODE_LAUNCH_TEMPLATE": template, "NODE_LAUNCH_TEMPLATE_VERSION": "2"}).launch
+    unpinned = Settings.from_env({"NODE_LAUNCH_TEMPLATE": template}).launch
+    assert unpinned.launch_template_version == "$Default"
+    assert nodes.node_identity(pinned).image_id == NODE_AMI
+    assert nodes.node_identity(unpinned).image_id == OTHER_AMI
+    assert nodes.launch("tok-pinned", pinned, 0).image_id == NODE_AMI
+    assert nodes.launch("tok-default", unpinned, 0).image_id == OTHER_AMI
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "latest", "2.0", "\u00b2"])
+def test_a_template_version_that_is_no_version_is_refused(version: str) -> None:
+    with pytest.raises(ValueError, match="NODE_LAUNCH_TEMPLATE_VERSION"):
+        Settings.from_env({"NODE_LAUNCH_TEMPLATE_VERSION": version})
 
 
 def test_ec2_failures_become_dependency_errors(moto: None) -> None:

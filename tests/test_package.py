@@ -30,7 +30,16 @@ FUNCTIONS = {"api_handler": "APIHandler", "scale": "Scale"}  # Chalice name -> l
 EMF_NAMESPACE = "MemcacheScaler"
 EMF_METRICS = {"MissRate", "PoolSize", "ScalingActions", "TickDurationMs", "NotificationFailures"}
 INSTANCE_ARN = "arn:aws:ec2:*:*:instance/*"
-NODE_ROLE = "memcache-scaler-node"  # the node role, and the instance profile that holds it
+# Each stage's node role, and the instance profile that holds it (deploy/resources.json makes both).
+NODE_ROLE = {stage: f"memcache-scaler-node-{stage}" for stage in STAGES}
+# What the merged template adds to both functions' environment: the stack's launch template (its
+# id, and the version the stack made last, as CloudFormation leaves $Default at 1) and the metrics
+# namespace the node role may write.
+STACK_ENV = {
+    "NODE_LAUNCH_TEMPLATE": {"Ref": "NodeLaunchTemplate"},
+    "NODE_LAUNCH_TEMPLATE_VERSION": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]},
+    "METRICS_NAMESPACE": {"Ref": "MetricsNamespace"},
+}
 
 # What each function calls, read off the code (chalicelib/*.py): the policy allows exactly this.
 # DynamoDB's TransactWriteItems is authorised as the PutItem of each item (no IAM action of its own).
@@ -186,7 +195,7 @@ def test_stage_switches(templates: dict[str, Any], stage: str) -> None:
         variables = props["Environment"]["Variables"]
         assert variables["ENABLE_TEST_ENDPOINTS"] == expected
         assert variables["STAGE"] == stage  # the https rule for prod, the metrics' stage dimension
-        assert variables == _stage_env(stage)
+        assert variables == {**_stage_env(stage), **STACK_ENV}
         assert _sub(props["FunctionName"], stage) == (
             f"memcache-scaler-{stage}" if function == "api_handler" else f"memcache-scaler-{stage}-scale"
         )
@@ -273,7 +282,7 @@ def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: 
     # Adoption tags (and so may later terminate) only instances that run as a node: those with
     # the node role's instance profile. The image has no IAM key; the code checks it.
     assert adopt["Condition"]["ArnLike"] == {
-        "ec2:InstanceProfile": f"arn:aws:iam::*:instance-profile/{NODE_ROLE}"
+        "ec2:InstanceProfile": f"arn:aws:iam::*:instance-profile/{NODE_ROLE[stage]}"
     }
     assert set(adopt["Condition"]) == {
         "StringEquals",
@@ -295,7 +304,7 @@ def test_ec2_writes_are_bound_to_the_pool_tag(templates: dict[str, Any], stage: 
     # The node role only, and only to EC2.
     (pass_role,) = _statements(policy, "iam:PassRole")
     assert re.fullmatch(r"arn:aws:iam::\*:role/[\w+=,.@-]+", pass_role["Resource"])
-    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{NODE_ROLE}"
+    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{NODE_ROLE[stage]}"
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
 
 
@@ -347,6 +356,7 @@ def test_stage_policies_differ_only_in_the_stage_and_xray() -> None:
         dev, prod = untraced(_policy_file("dev", function)), untraced(_policy_file("prod", function))
         as_prod = json.dumps(dev).replace("memcache-scaler-dev", "memcache-scaler-prod")
         as_prod = as_prod.replace("/memcache-scaler/dev/", "/memcache-scaler/prod/")
+        as_prod = as_prod.replace(NODE_ROLE["dev"], NODE_ROLE["prod"])
         # The pool tag's value: every JSON string that is exactly the dev pool's name.
         as_prod = as_prod.replace(json.dumps(pools["dev"]), json.dumps(pools["prod"]))
         assert json.loads(as_prod) == prod, function
@@ -449,3 +459,246 @@ def test_the_package_holds_what_the_functions_import_and_no_sdk(
     assert {"aws_lambda_powertools", "chalicelib", "app.py"} <= top_level
     assert not top_level & {"boto3", "botocore", "s3transfer"}
     assert ("aws_xray_sdk" in top_level) == _traced(templates[stage])
+
+
+# -- the nodes -------------------------------------------------------------------------------
+
+AL2023_IMAGE_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+MEMCACHED_PORT = 11211
+
+
+def _resource(template: dict[str, Any], logical_id: str, type_: str) -> dict[str, Any]:
+    resource = template["Resources"][logical_id]
+    assert resource["Type"] == type_, logical_id
+    return resource
+
+
+def _of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == type_}
+
+
+def _ingress(group: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """A security group's inline ingress rules, without their descriptions."""
+    return [
+        tuple(sorted((k, json.dumps(v)) for k, v in rule.items() if k != "Description"))
+        for rule in group["Properties"].get("SecurityGroupIngress", [])
+    ]
+
+
+def _rule(port: int, source: Any) -> tuple[Any, ...]:
+    rule = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "SourceSecurityGroupId": source}
+    return tuple(sorted((k, json.dumps(v)) for k, v in rule.items()))
+
+
+def _evaluate(expression: Any, parameters: dict[str, Any]) -> Any:
+    """The few intrinsic functions a condition here uses, as CloudFormation evaluates them."""
+    if isinstance(expression, dict):
+        ((name, args),) = expression.items()
+        if name == "Ref":
+            return parameters[args]
+        if name == "Fn::Join":
+            return args[0].join(_evaluate(args[1], parameters))
+        if name == "Fn::Equals":
+            return _evaluate(args[0], parameters) == _evaluate(args[1], parameters)
+        if name == "Fn::Not":
+            return not _evaluate(args[0], parameters)
+        raise AssertionError(f"not evaluated here: {name}")
+    return expression
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_node_role_is_for_ec2_and_may_only_put_metrics_in_the_namespace_parameter(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    role = _resource(template, "NodeRole", "AWS::IAM::Role")["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
+    assert not {"ManagedPolicyArns", "PermissionsBoundary"} & set(role)
+    (policy,) = role["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"], statement["Resource"]) == (
+        "Allow",
+        "cloudwatch:PutMetricData",
+        "*",  # PutMetricData has no resource-level permissions; its namespace key bounds it
+    )
+    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": {"Ref": "MetricsNamespace"}}}
+    # Nothing else grants the node role anything.
+    assert not _of_type(template, "AWS::IAM::Policy") and not _of_type(template, "AWS::IAM::ManagedPolicy")
+    # The namespace the nodes may write is the one the functions read, by default and when set.
+    parameter = template["Parameters"]["MetricsNamespace"]
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == Settings.from_env({}).metric_names.namespace == "Memcache"
+    for function in FUNCTIONS:
+        variables = _function(template, function)["Properties"]["Environment"]["Variables"]
+        assert variables["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}, function
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_node_role_profile_and_launch_template_are_named_per_stage(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    role = _resource(template, "NodeRole", "AWS::IAM::Role")["Properties"]
+    profile = _resource(template, "NodeInstanceProfile", "AWS::IAM::InstanceProfile")["Properties"]
+    launch_template = _resource(template, "NodeLaunchTemplate", "AWS::EC2::LaunchTemplate")["Properties"]
+    assert _sub(role["RoleName"], stage) == NODE_ROLE[stage]
+    assert _sub(profile["InstanceProfileName"], stage) == NODE_ROLE[stage]
+    assert _sub(launch_template["LaunchTemplateName"], stage) == NODE_ROLE[stage]
+    assert profile["Roles"] == [{"Ref": "NodeRole"}]
+    # The policies' ARNs have no path: neither may the role and the profile.
+    assert role.get("Path", "/") == "/" and profile.get("Path", "/") == "/"
+    assert NODE_ROLE["dev"] != NODE_ROLE["prod"]
+
+    outputs = template["Outputs"]
+    assert _sub(outputs["NodeLaunchTemplateName"]["Value"], stage) == NODE_ROLE[stage]
+    assert outputs["NodeInstanceProfileArn"]["Value"] == {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]}
+    assert outputs["NodeSecurityGroupId"]["Value"] == {"Fn::GetAtt": ["NodeSecurityGroup", "GroupId"]}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_policies_pass_and_adopt_only_the_role_and_profile_the_stage_creates(
+    templates: dict[str, Any], stage: str, function: str
+) -> None:
+    template = templates[stage]
+    policy = _policy(template, function)
+    role_name = _sub(template["Resources"]["NodeRole"]["Properties"]["RoleName"], stage)
+    profile_name = _sub(
+        template["Resources"]["NodeInstanceProfile"]["Properties"]["InstanceProfileName"], stage
+    )
+    (pass_role,) = _statements(policy, "iam:PassRole")
+    assert pass_role["Resource"] == f"arn:aws:iam::*:role/{role_name}"
+    (adopt,) = [s for s in _statements(policy, "ec2:CreateTags") if "ArnLike" in s["Condition"]]
+    assert adopt["Condition"]["ArnLike"] == {
+        "ec2:InstanceProfile": f"arn:aws:iam::*:instance-profile/{profile_name}"
+    }
+    text = json.dumps(policy)
+    for other in STAGES:
+        if other != stage:
+            assert NODE_ROLE[other] not in text, other
+    assert text.count("memcache-scaler-node") == 2  # the PassRole resource and the adoption condition
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_node_security_group_admits_only_memcached_from_the_frontend_group(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    group = _resource(template, "NodeSecurityGroup", "AWS::EC2::SecurityGroup")
+    assert group["Properties"]["VpcId"] == {"Ref": "VpcId"}
+    assert _ingress(group) == [_rule(MEMCACHED_PORT, {"Ref": "FrontendSecurityGroupId"})]
+    assert "SecurityGroupEgress" not in group["Properties"]  # the default: CloudWatch, packages
+    # No rule added from outside the group either.
+    assert not _of_type(template, "AWS::EC2::SecurityGroupIngress")
+    parameters = template["Parameters"]
+    assert parameters["FrontendSecurityGroupId"]["Type"] == "AWS::EC2::SecurityGroup::Id"
+    assert parameters["VpcId"]["Type"] == "AWS::EC2::VPC::Id"
+    assert "Default" not in parameters["FrontendSecurityGroupId"] and "Default" not in parameters["VpcId"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_launch_template_takes_image_type_profile_group_and_user_data_from_the_stack(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    data = _resource(template, "NodeLaunchTemplate", "AWS::EC2::LaunchTemplate")["Properties"][
+        "LaunchTemplateData"
+    ]
+    assert data == {
+        "ImageId": {"Ref": "NodeImageId"},
+        "InstanceType": {"Ref": "NodeInstanceType"},
+        "IamInstanceProfile": {"Arn": {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]}},
+        "SecurityGroupIds": [{"Fn::GetAtt": ["NodeSecurityGroup", "GroupId"]}],
+        "MetadataOptions": {
+            "HttpEndpoint": "enabled",
+            "HttpTokens": "required",
+            "HttpPutResponseHopLimit": 1,
+        },
+        "UserData": {"Fn::Base64": {"Ref": "NodeUserData"}},
+    }
+    parameters = template["Parameters"]
+    image = parameters["NodeImageId"]
+    assert image["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert image["Default"] == AL2023_IMAGE_PARAMETER
+    assert (parameters["NodeInstanceType"]["Type"], parameters["NodeInstanceType"]["Default"]) == (
+        "String",
+        "t3.micro",
+    )
+    assert parameters["NodeUserData"]["Type"] == "String"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_default_user_data_installs_sizes_and_starts_memcached(
+    templates: dict[str, Any], stage: str, tmp_path: Path
+) -> None:
+    script = templates[stage]["Parameters"]["NodeUserData"]["Default"]
+    assert len(script.encode()) <= 4096  # CloudFormation's limit on a parameter value
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    assert "MEMORY_MB=64" in lines[:5]
+    assert "dnf install -y memcached" in lines
+    assert 'CACHESIZE="$MEMORY_MB"' in lines  # memcached's -m in AL2023's unit
+    assert 'OPTIONS="-l 0.0.0.0 -U 0"' in lines  # not only loopback, as the package has it
+    assert lines[-1] == "systemctl enable --now memcached"
+    (tmp_path / "user-data.sh").write_text(script)
+    checked = subprocess.run(["bash", "-n", str(tmp_path / "user-data.sh")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_monitoring_endpoint_exists_only_when_subnets_are_given(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    parameter = template["Parameters"]["MonitoringEndpointSubnetIds"]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", "")
+    condition = template["Conditions"]["CreateMonitoringEndpoint"]
+    # A CommaDelimitedList defaulting to "" is the list [""].
+    assert _evaluate(condition, {"MonitoringEndpointSubnetIds": [""]}) is False
+    assert _evaluate(condition, {"MonitoringEndpointSubnetIds": ["subnet-1", "subnet-2"]}) is True
+
+    (endpoint_id,) = _of_type(template, "AWS::EC2::VPCEndpoint")
+    endpoint = template["Resources"][endpoint_id]
+    assert endpoint["Condition"] == "CreateMonitoringEndpoint"
+    props = endpoint["Properties"]
+    assert props["VpcEndpointType"] == "Interface"
+    assert props["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.monitoring"}
+    assert props["VpcId"] == {"Ref": "VpcId"}
+    assert props["SubnetIds"] == {"Ref": "MonitoringEndpointSubnetIds"}
+    assert props["PrivateDnsEnabled"] is True
+    (group_ref,) = props["SecurityGroupIds"]
+    group_id = group_ref["Fn::GetAtt"][0]
+    group = _resource(template, group_id, "AWS::EC2::SecurityGroup")
+    assert group["Condition"] == "CreateMonitoringEndpoint"
+    assert _ingress(group) == [_rule(443, {"Fn::GetAtt": ["NodeSecurityGroup", "GroupId"]})]
+    # Only the endpoint and its group depend on the condition.
+    conditioned = {k for k, r in template["Resources"].items() if "Condition" in r}
+    assert conditioned == {endpoint_id, group_id}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_functions_launch_from_the_stacks_template_at_the_version_it_made_last(
+    templates: dict[str, Any], stage: str
+) -> None:
+    template = templates[stage]
+    for function in FUNCTIONS:
+        variables = _function(template, function)["Properties"]["Environment"]["Variables"]
+        # Ref is the template's id (lt-...), which the code sends as LaunchTemplateId.
+        assert variables["NODE_LAUNCH_TEMPLATE"] == {"Ref": "NodeLaunchTemplate"}, function
+        assert variables["NODE_LAUNCH_TEMPLATE_VERSION"] == {
+            "Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]
+        }, function
+        # Each of these would override the template's image, profile, groups or type.
+        overriding = {
+            "NODE_AMI_ID",
+            "NODE_INSTANCE_PROFILE",
+            "NODE_SECURITY_GROUP_IDS",
+            "NODE_INSTANCE_TYPES",
+        }
+        assert not overriding & set(variables), function
+        (launch,) = _statements(_policy(template, function), "ec2:RunInstances")
+        assert "arn:aws:ec2:*:*:launch-template/*" in launch["Resource"], function
+    # What LatestVersionNumber gives (a number) is a version the code accepts.
+    assert Settings.from_env({"NODE_LAUNCH_TEMPLATE_VERSION": "3"}).launch.launch_template_version == "3"

@@ -31,7 +31,7 @@ from tests.conftest import (
 PROD_TABLE = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["prod"][
     "environment_variables"
 ]["TABLE_NAME"]
-NODE_PROFILE = "memcache-scaler-node"  # the instance profile of the node role the policies name
+NODE_PROFILE = "memcache-scaler-node-dev"  # the dev stage's node instance profile, as its policies name it
 
 
 def tick(client: Client, minute: int) -> dict[str, Any]:

@@ -77,20 +77,20 @@ class Ec2Nodes:
 
     def node_identity(self, spec: LaunchSpec) -> NodeIdentity:
         """The node image and instance profile a launch would use: ``NODE_AMI_ID`` and
-        ``NODE_INSTANCE_PROFILE``, each else the launch template's default version (one call,
-        made only when the template has something to add)."""
+        ``NODE_INSTANCE_PROFILE``, each else the launch template's version that launches use
+        (one call, made only when the template has something to add)."""
         image, profile = spec.ami_id, spec.instance_profile
         if spec.launch_template and not (image and profile):
-            data = self._template_data(spec.launch_template)
+            data = self._template_data(spec.launch_template, spec.launch_template_version)
             template_profile = data.get("IamInstanceProfile") or {}
             image = image or data.get("ImageId")
             profile = profile or template_profile.get("Arn") or template_profile.get("Name")
         return NodeIdentity(image_id=image or None, instance_profile=profile or None)
 
-    def _template_data(self, launch_template: str) -> dict[str, Any]:
+    def _template_data(self, launch_template: str, version: str) -> dict[str, Any]:
         key = "LaunchTemplateId" if launch_template.startswith("lt-") else "LaunchTemplateName"
         versions = self._call(
-            "describe_launch_template_versions", **{key: launch_template}, Versions=["$Default"]
+            "describe_launch_template_versions", **{key: launch_template}, Versions=[version]
         )["LaunchTemplateVersions"]
         return versions[0]["LaunchTemplateData"] if versions else {}
 
@@ -150,7 +150,7 @@ class Ec2Nodes:
         }
         if spec.launch_template:
             key = "LaunchTemplateId" if spec.launch_template.startswith("lt-") else "LaunchTemplateName"
-            request["LaunchTemplate"] = {key: spec.launch_template, "Version": "$Default"}
+            request["LaunchTemplate"] = {key: spec.launch_template, "Version": spec.launch_template_version}
         if spec.ami_id:
             request["ImageId"] = spec.ami_id
         if instance_type:

@@ -54,12 +54,26 @@ def _seconds(env: Mapping[str, str], name: str, default: int, *, minute_multiple
     return value
 
 
+def _template_version(text: str | None) -> str:
+    version = (text or "").strip() or "$Default"
+    if version not in ("$Default", "$Latest") and not (
+        version.isascii() and version.isdigit() and int(version) > 0
+    ):
+        raise ValueError(
+            f"NODE_LAUNCH_TEMPLATE_VERSION must be a version number, $Default or $Latest, got {text!r}"
+        )
+    return version
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """How the scaler launches a node (SPEC's launch settings)."""
 
     ami_id: str | None = None
     launch_template: str | None = None
+    # Which version of the template: a number, ``$Default`` or ``$Latest``. CloudFormation never
+    # moves ``$Default`` past version 1, so a stack passes the number it made last.
+    launch_template_version: str = "$Default"
     instance_types: tuple[str, ...] = ()  # empty: the template's type, else t3.micro
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
@@ -115,6 +129,7 @@ class Settings:
             launch=LaunchSpec(
                 ami_id=env.get("NODE_AMI_ID") or None,
                 launch_template=env.get("NODE_LAUNCH_TEMPLATE") or None,
+                launch_template_version=_template_version(env.get("NODE_LAUNCH_TEMPLATE_VERSION")),
                 instance_types=_csv(env.get("NODE_INSTANCE_TYPES")),
                 subnet_ids=_csv(env.get("NODE_SUBNET_IDS")),
                 security_group_ids=_csv(env.get("NODE_SECURITY_GROUP_IDS")),
