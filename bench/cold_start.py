@@ -50,6 +50,11 @@ t2 = time.perf_counter()
 print(f"{(t1 - t0) * 1000:.1f} {(t2 - t0) * 1000:.1f} {summary['action']}")
 """
 
+CREATE_TABLE = """
+from chalicelib.adapters.dynamodb import StateStore
+StateStore("cold-start", "default").create_table()
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -126,8 +131,9 @@ def cold_start_ms(tree: Path, endpoint: str) -> tuple[float, float, bool]:
     """A fresh emulator state, the table bootstrapped, then ``import app`` and one tick timed."""
     env = _env(endpoint)
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
-    create = "from chalicelib.adapters.dynamodb import StateStore; StateStore('cold-start', 'default').create_table()"
-    subprocess.run([sys.executable, "-c", create], cwd=PROJECT_DIR, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", CREATE_TABLE], cwd=PROJECT_DIR, env=env, check=True, capture_output=True
+    )
     done = subprocess.run(
         [sys.executable, "-c", COLD_START], cwd=tree, env=env, capture_output=True, text=True
     )
