@@ -33,9 +33,10 @@ INSTANCE_ARN = "arn:aws:ec2:*:*:instance/*"
 # Each stage's node role, and the instance profile that holds it (deploy/resources.json makes both).
 NODE_ROLE = {stage: f"memcache-scaler-node-{stage}" for stage in STAGES}
 # What the merged template adds to both functions' environment: the stack's launch template (its
-# id, and the version the stack made last, as CloudFormation leaves $Default at 1) and the metrics
-# namespace the node role may write.
+# id, and the version the stack made last, as CloudFormation leaves $Default at 1), the subnets
+# nodes go in, and the metrics namespace the node role may write.
 STACK_ENV = {
+    "NODE_SUBNET_IDS": {"Fn::Join": [",", {"Ref": "NodeSubnetIds"}]},
     "NODE_LAUNCH_TEMPLATE": {"Ref": "NodeLaunchTemplate"},
     "NODE_LAUNCH_TEMPLATE_VERSION": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]},
     "METRICS_NAMESPACE": {"Ref": "MetricsNamespace"},
@@ -690,6 +691,8 @@ def test_functions_launch_from_the_stacks_template_at_the_version_it_made_last(
         assert variables["NODE_LAUNCH_TEMPLATE_VERSION"] == {
             "Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]
         }, function
+        assert variables["NODE_SUBNET_IDS"] == {"Fn::Join": [",", {"Ref": "NodeSubnetIds"}]}, function
+        assert template["Parameters"]["NodeSubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
         # Each of these would override the template's image, profile, groups or type.
         overriding = {
             "NODE_AMI_ID",
