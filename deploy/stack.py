@@ -127,22 +127,9 @@ def deploy(
     _ensure_token(aws, token_name)
     code = (built / "deployment.zip").read_bytes()
     key = f"memcache-scaler/{stage}/{hashlib.sha256(code).hexdigest()}"
-    aws.call(
-        "s3",
-        "put_object",
-        Bucket=bucket,
-        Key=f"{key}.zip",
-        Body=f"<{len(code)} bytes: deployment.zip>" if aws.dry_run else code,
-    )
+    _upload(aws, bucket, f"{key}.zip", code, "deployment.zip")
     template = with_code_at(json.loads((built / "sam.json").read_text()), bucket, f"{key}.zip")
-    body = json.dumps(template).encode()
-    aws.call(
-        "s3",
-        "put_object",
-        Bucket=bucket,
-        Key=f"{key}.json",
-        Body=f"<{len(body)} bytes: sam.json>" if aws.dry_run else body,
-    )
+    _upload(aws, bucket, f"{key}.json", json.dumps(template).encode(), "sam.json")
     exists = _stack_exists(aws, stack)
     change_set = f"deploy-{key.rsplit('/', 1)[1][:12]}"
     aws.call(
@@ -169,6 +156,11 @@ def deploy(
     read = "aws ssm get-parameter --with-decryption --query Parameter.Value --output text"
     aws.out(f"token: {read} --name {token_name}")
     return outputs
+
+
+def _upload(aws: Aws, bucket: str, key: str, data: bytes, what: str) -> None:
+    body = f"<{len(data)} bytes: {what}>" if aws.dry_run else data
+    aws.call("s3", "put_object", Bucket=bucket, Key=key, Body=body)
 
 
 def _ensure_token(aws: Aws, name: str) -> None:
