@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from node_agent.agent import Agent, MetricNames
+from node_agent.curve import StreamCurve
 from node_agent.imds import DEFAULT_IMDS_URL, InstanceMetadata, MetadataError
 from node_agent.memcached import Counters, parse_address, read_stats
 from node_agent.publisher import Publisher
@@ -58,6 +59,13 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
         default=int(env.get("NODE_AGENT_BACKLOG_INTERVALS", "30")),
         help="unsent intervals kept for the next try (default %(default)s)",
     )
+    parser.add_argument(
+        "--curve-items",
+        type=int,
+        default=int(env.get("NODE_AGENT_CURVE_ITEMS", "0")),
+        help="publish HitsWithin, the miss-ratio curve, for a cache of this many items "
+        "(env NODE_AGENT_CURVE_ITEMS; default 0: no curve)",
+    )
     parser.add_argument("--log-level", default=env.get("NODE_AGENT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if args.interval <= 0:
@@ -88,15 +96,19 @@ def build_agent(args: argparse.Namespace, env: Mapping[str, str]) -> Agent:
     publisher = Publisher(
         client, names.namespace, now=utc_now, sleep=time.sleep, max_intervals=args.backlog_intervals
     )
+    curve = StreamCurve(address, args.curve_items) if args.curve_items > 0 else None
+    if curve is not None:
+        curve.start()
     LOG.info("node %s, region %s, memcached %s, every %ss", node_id, region, args.memcached, args.interval)
     return Agent(
-        read_counters=lambda: Counters.from_stats(read_stats(address)),
+        read_counters=curve.read_counters if curve else lambda: Counters.from_stats(read_stats(address)),
         publisher=publisher,
         node_id=node_id,
         names=names,
         interval_seconds=args.interval,
         now=utc_now,
         sleep=time.sleep,
+        curve=curve,
     )
 
 

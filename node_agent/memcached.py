@@ -58,19 +58,23 @@ def read_stats(address: tuple[str, int], timeout: float = 2.0, extra: bytes = b"
         with socket.create_connection(address, timeout=timeout) as conn:
             conn.sendall(b"stats\r\n" + extra)
             answer = b""
-            while not answer.endswith(b"END\r\n"):
+            # The stats end with END; the extra command's one-line reply, if any, follows it, and
+            # waiting for it means memcached has executed it before the connection closes.
+            while not _complete(answer, bool(extra)):
                 chunk = conn.recv(65536)
                 if not chunk or len(answer) > MAX_STATS_BYTES:
                     raise MemcachedDownError("stats answer cut off")
                 answer += chunk
-            if extra:
-                # Wait for the extra command's reply so it has been executed before we close.
-                conn.recv(4096)
     except OSError as exc:
         raise MemcachedDownError(f"{address[0]}:{address[1]}: {exc}") from exc
     stats = {}
-    for line in answer.decode("ascii", "replace").split("\r\n"):
+    for line in answer.partition(b"END\r\n")[0].decode("ascii", "replace").split("\r\n"):
         parts = line.split(" ", 2)
         if len(parts) == 3 and parts[0] == "STAT":
             stats[parts[1]] = parts[2]
     return stats
+
+
+def _complete(answer: bytes, extra: bool) -> bool:
+    stats, end, after = answer.partition(b"END\r\n")
+    return bool(end) and (not extra or after.endswith(b"\r\n"))

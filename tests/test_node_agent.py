@@ -426,3 +426,94 @@ def test_the_scaler_reads_the_agent_datapoints_as_the_window_sums(memcached: Mem
     node = traffic.of(NODE)
     assert (node.gets, node.hits) == (in_window, in_window - 6)
     assert in_window == sum(n + 1 for n in range(1, 7))
+
+
+# --- the miss-ratio curve from the watch stream ---------------------------------------------
+
+
+def exact_lru_hits(keys: list[str], capacity: int) -> int:
+    """An exact cache-aside LRU of ``capacity`` items replayed over ``keys``: its hits."""
+    from sim.lru import LruNode
+
+    return LruNode(capacity).hits_of(keys) if capacity else 0
+
+
+def test_the_curve_from_the_stream_matches_an_exact_lru_replay_of_the_same_gets(memcached: Memcached) -> None:
+    import random
+
+    from node_agent.curve import StreamCurve
+
+    # Given a curve for 40 items following the stream, and a skewed cache-aside workload
+    capacity = 40
+    curve = StreamCurve(memcached.address, capacity, marker_wait=2)
+    curve.start()
+    try:
+        clock, cloudwatch = Clock(), FakeCloudWatch()
+        agent = make_agent(memcached, clock, cloudwatch)
+        agent._read_counters, agent._curve = curve.read_counters, curve
+        agent.step()
+        chooser = random.Random(7)
+        keys = [f"k{min(int(chooser.paretovariate(0.6)), 400)}" for _ in range(600)]
+        with socket.create_connection(memcached.address, timeout=2) as conn:
+            for key in keys:
+                conn.sendall(b"get %s\r\n" % key.encode())
+                answer = conn.recv(4096)
+                while not answer.endswith(b"END\r\n"):
+                    answer += conn.recv(4096)
+                if answer == b"END\r\n":  # a miss: the client stores the value (a write, not a GET)
+                    conn.sendall(b"set %s 0 0 1\r\nx\r\n" % key.encode())
+                    assert conn.recv(4096) == b"STORED\r\n"
+        published = figures_within(step(agent, clock))
+    finally:
+        curve.stop()
+    # Then each factor's hits equal the exact LRU's at that capacity (tolerance: none, the
+    # stream saw every GET), factor 1 being memcached's own hits
+    gets, hits = published.pop("GetRequests"), published.pop("Hits")
+    assert gets == len(keys) and hits == published["1"]
+    for factor, value in published.items():
+        if factor != "1":
+            assert value == exact_lru_hits(keys, round(capacity * float(factor))), factor
+    assert list(published.values()) == sorted(published.values())
+
+
+def figures_within(datums: list[dict[str, Any]]) -> dict[str, float]:
+    result = {}
+    for datum in datums:
+        factors = [d["Value"] for d in datum["Dimensions"] if d["Name"] == "CapacityFactor"]
+        result[factors[0] if factors else datum["MetricName"]] = datum["Value"]
+    return result
+
+
+def stream_line(kind: str, key: str, cfd: int = 9, status: str = "found") -> str:
+    return f"ts=1.5 gid=1 type={kind} key={key} status={status} clsid=1 cfd={cfd} size=1"
+
+
+def test_a_write_lookup_is_not_a_get_and_dropped_lines_publish_no_curve() -> None:
+    from node_agent.counters import IntervalCounts
+    from node_agent.curve import MARKER_PREFIX, CurveTally, StreamCurve
+
+    curve = StreamCurve(("127.0.0.1", 1), 8, marker_wait=0)
+    tally: CurveTally = curve.tally
+    # A set's lookup (item_get then item_store of its key) is not a GET; two gets are
+    for line in (
+        stream_line("item_get", "a", status="not_found"),
+        stream_line("item_store", "a"),
+        stream_line("item_get", "a"),
+        stream_line("item_get", "a"),
+        stream_line("item_get", f"{MARKER_PREFIX}1", status="not_found"),
+    ):
+        tally.feed(line)
+    curve._sequence = 1
+    assert curve(IntervalCounts(2, 1)) == [1] * 7  # the first "a" misses at every size
+    # When the stream skipped lines, or saw too few of the interval's GETs: no curve
+    for line in (stream_line("item_get", "a"), "skipped=3", stream_line("item_get", f"{MARKER_PREFIX}2")):
+        tally.feed(line)
+    curve._sequence = 2
+    assert curve(IntervalCounts(4, 4)) is None
+    tally.feed(stream_line("item_get", "a"))
+    tally.feed(stream_line("item_get", f"{MARKER_PREFIX}3"))
+    curve._sequence = 3
+    assert curve(IntervalCounts(10, 10)) is None
+    tally.feed(stream_line("item_get", f"{MARKER_PREFIX}4"))
+    curve._sequence = 4
+    assert curve(IntervalCounts(0, 0)) == [0] * 7
