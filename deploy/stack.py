@@ -5,7 +5,8 @@
 
 ``deploy`` packages the stage (``chalice package --merge-template deploy/resources.json``, no AWS
 call), creates the API token in SSM if it is missing, uploads the code and the template to
-``ARTIFACT_BUCKET``, and creates or updates the stack ``memcache-scaler-<stage>`` through a change
+``ARTIFACT_BUCKET`` with the node agent (which the nodes' user data installs), and creates or
+updates the stack ``memcache-scaler-<stage>`` through a change
 set (function, table, alarms, node infrastructure); then prints the API URL and how to read the
 token. Stack parameters come from ``STACK_PARAMETERS`` (``Key=Value`` pairs, space-separated);
 ``Stage`` is set for you.
@@ -23,12 +24,15 @@ call would have answered is shown as ``<…>``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import io
 import json
 import os
 import secrets
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from botocore.exceptions import ClientError
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 POOL_TAG_KEY = "memcache-pool"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+AGENT_URL_LINE = 'AGENT_URL="s3://CHANGE-ME/node-agent.tgz"'
 CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]  # named node role; SAM transform
 
 
@@ -128,6 +133,7 @@ def deploy(
     code = (built / "deployment.zip").read_bytes()
     key = f"memcache-scaler/{stage}/{hashlib.sha256(code).hexdigest()}"
     _upload(aws, bucket, f"{key}.zip", code, "deployment.zip")
+    parameters = with_node_agent(aws, bucket, stage, parameters)
     template = with_code_at(json.loads((built / "sam.json").read_text()), bucket, f"{key}.zip")
     _upload(aws, bucket, f"{key}.json", json.dumps(template).encode(), "sam.json")
     exists = _stack_exists(aws, stack)
@@ -156,6 +162,47 @@ def deploy(
     read = "aws ssm get-parameter --with-decryption --query Parameter.Value --output text"
     aws.out(f"token: {read} --name {token_name}")
     return outputs
+
+
+def node_agent_tarball() -> bytes:
+    """``node_agent/`` as a gzipped tarball, the same bytes for the same files (no times, no owners)."""
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w") as tar,
+    ):
+        for path in sorted((PROJECT_DIR / "node_agent").rglob("*")):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(PROJECT_DIR)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def with_node_agent(
+    aws: Aws, bucket: str, stage: str, parameters: Sequence[dict[str, str]]
+) -> list[dict[str, str]]:
+    """Upload the node agent and make the nodes install it: the stack's ``NodeUserData`` becomes
+    ``node_agent/deploy/user-data.sh`` pointing at the upload, and the node role may read it.
+    An operator's own ``NodeUserData`` (in ``STACK_PARAMETERS``) is left as it is."""
+    if any(p["ParameterKey"] == "NodeUserData" for p in parameters):
+        return list(parameters)
+    tarball = node_agent_tarball()
+    key = f"memcache-scaler/{stage}/node-agent-{hashlib.sha256(tarball).hexdigest()[:16]}.tgz"
+    _upload(aws, bucket, key, tarball, "node-agent.tgz")
+    script = (PROJECT_DIR / "node_agent" / "deploy" / "user-data.sh").read_text()
+    if AGENT_URL_LINE not in script:
+        raise SystemExit(
+            f"node_agent/deploy/user-data.sh has no line {AGENT_URL_LINE!r} to point at the upload"
+        )
+    script = script.replace(AGENT_URL_LINE, f'AGENT_URL="s3://{bucket}/{key}"')
+    return [
+        *parameters,
+        {"ParameterKey": "NodeUserData", "ParameterValue": script},
+        {"ParameterKey": "NodeAgentObjectArn", "ParameterValue": f"arn:aws:s3:::{bucket}/{key}"},
+    ]
 
 
 def _upload(aws: Aws, bucket: str, key: str, data: bytes, what: str) -> None:

@@ -517,8 +517,23 @@ def test_node_role_is_for_ec2_and_may_only_put_metrics_in_the_namespace_paramete
         {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
     ]
     assert not {"ManagedPolicyArns", "PermissionsBoundary"} & set(role)
-    (policy,) = role["Policies"]
+    policy, agent = role["Policies"]
     (statement,) = policy["PolicyDocument"]["Statement"]
+    # The agent's tarball, readable only when make deploy names it, and only that object.
+    condition, read, absent = agent["Fn::If"]
+    assert absent == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "NodeAgentObjectArn"}, ""]}]
+    }
+    assert read["PolicyDocument"]["Statement"] == [
+        {
+            "Sid": "TheAgentsTarballOnly",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": {"Ref": "NodeAgentObjectArn"},
+        }
+    ]
+    assert template["Parameters"]["NodeAgentObjectArn"]["Default"] == ""
     assert (statement["Effect"], statement["Action"], statement["Resource"]) == (
         "Allow",
         "cloudwatch:PutMetricData",
