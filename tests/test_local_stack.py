@@ -242,7 +242,7 @@ def test_the_simulated_day_grows_the_pool_under_the_crowd_and_shrinks_it_at_nigh
     """README's first command as a newcomer runs it, with quicker ticks: the whole stack, the
     scheduler invoking the real scheduled function, the simulated tier playing the front-end."""
     port, moto_port = free_ports(2)
-    with running_stack(port, moto_port, SIMULATE="1", TICK_SECONDS="0.2") as stack:
+    with running_stack(port, moto_port, SIMULATE="1", TICK_SECONDS="0.2", TIER="sim") as stack:
         deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             lines = stack.output.text(0).splitlines()
@@ -312,3 +312,24 @@ def test_the_day_on_real_memcached_scales_out_and_back_and_each_tick_reads_what_
             minute,
             tick,
         )
+
+
+def test_the_tier_defaults_to_memcached_on_path_else_sim_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from local_stack.__main__ import StartError, _tier_choice
+
+    monkeypatch.delenv("TIER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no memcached here
+    assert _tier_choice() == "sim"
+    assert "no memcached on PATH" in capsys.readouterr().out
+    monkeypatch.setenv("TIER", "memcached")
+    with pytest.raises(StartError, match="TIER=sim"):
+        _tier_choice()
+    monkeypatch.setenv("TIER", "redis")
+    with pytest.raises(StartError, match="memcached or sim"):
+        _tier_choice()
+    (tmp_path / "memcached").write_text("#!/bin/sh\n")
+    (tmp_path / "memcached").chmod(0o755)
+    monkeypatch.delenv("TIER")
+    assert _tier_choice() == "memcached"
