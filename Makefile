@@ -11,8 +11,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
+# TIER=memcached|sim (default: memcached when it is on PATH); see README, "The local stack".
 local: $(STAMP)
-	$(PY) -m local_stack
+	TIER=$(TIER) $(PY) -m local_stack
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -7,9 +7,11 @@ Runs until Ctrl-C or SIGTERM, then stops everything and exits 0.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,10 +205,36 @@ def _tick_seconds(simulate: bool) -> float:
     return seconds
 
 
+def _tier_choice() -> str:
+    """``TIER``: ``memcached`` (real processes) or ``sim`` (the LRU model); by default
+    ``memcached`` when its binary is on PATH, saying so when it falls back."""
+    tier = (os.environ.get("TIER") or "").strip().lower()
+    if tier not in ("", "memcached", "sim"):
+        raise StartError(f"TIER={tier!r}: choose memcached or sim")
+    if tier == "memcached" and shutil.which("memcached") is None:
+        raise StartError(
+            "TIER=memcached but no memcached on PATH (apt-get install memcached), or set TIER=sim"
+        )
+    if not tier:
+        if shutil.which("memcached") is None:
+            print(
+                "tier: sim (the Python model): no memcached on PATH; install it for the real tier", flush=True
+            )
+            return "sim"
+        tier = "memcached"
+    print(f"tier: {tier}", flush=True)
+    return tier
+
+
 def _start_simulation(port: int) -> Any:
     """The simulated cache tier; its front-end receives the scaler's notifications."""
     from sim.simulation import Simulation
 
+    tier: Any = None
+    if _tier_choice() == "memcached":
+        from sim.memcached_tier import MemcachedTier
+
+        tier = MemcachedTier()  # its agents inherit the emulator's endpoint from our environment
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     simulation = Simulation(
         pool_name=os.environ["POOL_NAME"],  # set by _set_environment, as for the API
@@ -214,6 +242,7 @@ def _start_simulation(port: int) -> Any:
         token=os.environ["SCALER_API_TOKEN"],
         start=start,
         secret=os.environ.get("FRONTEND_NOTIFY_SECRET") or None,
+        tier=tier,
     )
     simulation.start()
     os.environ["FRONTEND_NOTIFY_URL"] = simulation.url  # for chalice local and the scheduler
@@ -247,10 +276,25 @@ def _start_scheduler(tick_seconds: float, simulation: Any) -> Scheduler:
     else:
         clock, mode = real_clock, "real clock"
     print(f"scheduler: a tick every {tick_seconds:g} s ({mode})", flush=True)
-    step = simulation.step if simulation is not None else None
+    step = _recorded(simulation.step, os.environ.get("SIM_MINUTES_FILE")) if simulation is not None else None
     scheduler = Scheduler(tick_seconds, clock, invoke, step, out=lambda line: print(line, flush=True))
     scheduler.start()
     return scheduler
+
+
+def _recorded(step: Any, path: str | None) -> Any:
+    """``step``, appending each minute's summary (what the tier's nodes counted) to ``path`` as
+    a JSON line with its time, when ``SIM_MINUTES_FILE`` names one."""
+    if not path:
+        return step
+
+    def recorded(moment: datetime) -> dict[str, Any]:
+        summary = step(moment)
+        with open(path, "a") as out:
+            out.write(json.dumps({"time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"), **summary}) + "\n")
+        return summary
+
+    return recorded
 
 
 def main() -> int:

@@ -10,8 +10,10 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+from node_agent import clock_file
 from node_agent.agent import Agent, MetricNames
 from node_agent.curve import StreamCurve
 from node_agent.imds import DEFAULT_IMDS_URL, InstanceMetadata, MetadataError
@@ -65,6 +67,14 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
         default=int(env.get("NODE_AGENT_CURVE_ITEMS", "0")),
         help="publish HitsWithin, the miss-ratio curve, for a cache of this many items "
         "(env NODE_AGENT_CURVE_ITEMS; default 0: no curve)",
+    )
+    parser.add_argument(
+        "--clock-file",
+        type=Path,
+        default=env.get("NODE_AGENT_CLOCK_FILE") or None,
+        help="follow the time in this file instead of the wall clock: publish each time it changes, "
+        "stamped inside the minute before it, then write it to <file>.<node-id>.ack "
+        "(env NODE_AGENT_CLOCK_FILE; for a simulation's clock, such as the local stack's)",
     )
     parser.add_argument("--log-level", default=env.get("NODE_AGENT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -121,7 +131,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         LOG.error("no node id or region (give --node-id and --region off EC2): %s", exc)
         return 2
     try:
-        agent.run()
+        if args.clock_file is not None:
+            clock_file.follow(agent, args.clock_file, sleep=time.sleep)
+        else:
+            agent.run()
     except KeyboardInterrupt:
         return 0
     return 0

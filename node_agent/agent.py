@@ -101,8 +101,12 @@ class Agent:
         self._curve = curve
         self.baseline: Counters | None = None
 
-    def step(self) -> list[Datum]:
-        """Sample once and send that interval's datums (and any kept ones); the datums made."""
+    def step(self, stamp: datetime | None = None) -> list[Datum]:
+        """Sample once and send that interval's datums (and any kept ones); the datums made.
+
+        ``stamp`` is the datums' timestamp when the interval's time is not the wall clock's (an
+        external clock, see ``node_agent.clock_file``); the retry budget is always real time.
+        """
         at = self._now()
         deadline = at + self.interval * SEND_BUDGET_SHARE
         try:
@@ -132,7 +136,7 @@ class Agent:
         within = self._curve(counts) if self._curve is not None else None
         if counts is None:
             return []
-        datums = interval_datums(self.names, self.node_id, at, counts, within)
+        datums = interval_datums(self.names, self.node_id, stamp or at, counts, within)
         LOG.debug(
             "gets=%d hits=%d items=%d evictions=%d curve=%s",
             counts.gets,

@@ -11,6 +11,7 @@ from typing import Any
 
 from sim.aws import Cloud
 from sim.frontend import Frontend
+from sim.memcached_tier import MemcachedTier
 from sim.tier import BOOT_MINUTES, CacheTier
 from sim.workload import NODE_CAPACITY, Workload
 
@@ -43,11 +44,13 @@ class Simulation:
         capacity: int = NODE_CAPACITY,
         boot_minutes: int = BOOT_MINUTES,
         cloud: Cloud | None = None,
+        tier: CacheTier | MemcachedTier | None = None,
     ) -> None:
         self.pool_name = pool_name
         self.start_time = None if start is None else _minute_of(start)
         self.workload = Workload(seed)
-        self.tier = CacheTier(capacity, boot_minutes)
+        # A MemcachedTier's nodes are real memcached processes whose own agents publish.
+        self.tier = tier if tier is not None else CacheTier(capacity, boot_minutes)
         self.cloud = cloud if cloud is not None else Cloud()
         self.frontend = Frontend(api_url, token, port=frontend_port, secret=secret)
 
@@ -61,6 +64,8 @@ class Simulation:
 
     def stop(self) -> None:
         self.frontend.stop()
+        if isinstance(self.tier, MemcachedTier):
+            self.tier.stop()
 
     def __enter__(self) -> Simulation:
         self.start()
@@ -85,7 +90,10 @@ class Simulation:
         routing = self.frontend.routing_ids()
         keys = self.workload.requests(minute)
         counts = self.tier.serve(keys, routing)
-        self.cloud.publish(counts, end)
+        if isinstance(self.tier, MemcachedTier):
+            self.tier.publish(end)  # each node's agent samples memcached and publishes
+        else:
+            self.cloud.publish(counts, end)
         gets = sum(node_gets for node_gets, _ in counts.values())
         hits = sum(node_hits for _, node_hits in counts.values())
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ DAY_TIMEOUT_SECONDS = 150.0
 STOP_TIMEOUT_SECONDS = 15.0
 POLL_SECONDS = 0.2
 HTTP_TIMEOUT_SECONDS = 5.0
+MEMCACHED = "/usr/bin/memcached"
 
 
 class Output:
@@ -240,7 +242,7 @@ def test_the_simulated_day_grows_the_pool_under_the_crowd_and_shrinks_it_at_nigh
     """README's first command as a newcomer runs it, with quicker ticks: the whole stack, the
     scheduler invoking the real scheduled function, the simulated tier playing the front-end."""
     port, moto_port = free_ports(2)
-    with running_stack(port, moto_port, SIMULATE="1", TICK_SECONDS="0.2") as stack:
+    with running_stack(port, moto_port, SIMULATE="1", TICK_SECONDS="0.2", TIER="sim") as stack:
         deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             lines = stack.output.text(0).splitlines()
@@ -260,3 +262,74 @@ def test_the_simulated_day_grows_the_pool_under_the_crowd_and_shrinks_it_at_nigh
         notices = [r for r in history if r["kind"] == "membership" and r.get("change") == "drain_confirmed"]
         assert notices, "the simulated front-end confirmed the drains"
         interrupt_and_check(stack)
+
+
+@pytest.mark.skipif(
+    not os.access(MEMCACHED, os.X_OK), reason=f"{MEMCACHED} is not installed (apt-get install memcached)"
+)
+def test_the_day_on_real_memcached_scales_out_and_back_and_each_tick_reads_what_memcached_counted(
+    tmp_path: Path,
+) -> None:
+    """``TIER=memcached``: a memcached and a node agent per instance, the agents on the stack's
+    clock; each tick's miss rate is the one memcached's own counters give for its minute."""
+    port, moto_port = free_ports(2)
+    minutes_file = tmp_path / "minutes.jsonl"
+    settings = {
+        "SIMULATE": "1",
+        "TICK_SECONDS": "0.1",
+        "TIER": "memcached",
+        "SIM_MINUTES_FILE": str(minutes_file),
+    }
+    with running_stack(port, moto_port, **settings) as stack:
+        deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            lines = stack.output.text(0).splitlines()
+            grew = [i for i, line in enumerate(lines) if " scale_out " in line]
+            shrank = [i for i, line in enumerate(lines) if " scale_in " in line and grew and i > grew[0]]
+            if shrank and any(" pool 1 " in line for line in lines[shrank[-1] :]):
+                break
+            time.sleep(POLL_SECONDS)
+        else:
+            pytest.fail(f"no growth and shrink within {DAY_TIMEOUT_SECONDS:.0f} s:\n{stack.output.text(0)}")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        history = requests.get(
+            f"{stack.url}/api/scaler/history?minutes=1440", headers=auth, timeout=HTTP_TIMEOUT_SECONDS
+        ).json()["records"]
+        output = interrupt_and_check(stack)
+    assert "tier: memcached" in output
+    ticks = {r["time"]: r for r in history if r["kind"] == "tick"}
+    sizes = [r["target_size"] for r in ticks.values()]
+    assert max(sizes) >= 4 and sizes[-1] == 1, output
+    notices = [r for r in history if r["kind"] == "membership" and r.get("change") == "drain_confirmed"]
+    assert notices, "the front-end confirmed the drains"
+    # Each tick read the minute the agents had just published: memcached's counts for it
+    minutes = [json.loads(line) for line in minutes_file.read_text().splitlines()]
+    compared = [(m, ticks[m["time"]]) for m in minutes if m["gets"] and m["time"] in ticks]
+    assert len(compared) > 60, output
+    for minute, tick in compared:
+        assert tick["requests"] == minute["gets"], (minute, tick)
+        assert tick["miss_rate"] == pytest.approx(1 - minute["hits"] / minute["gets"], abs=0.01), (
+            minute,
+            tick,
+        )
+
+
+def test_the_tier_defaults_to_memcached_on_path_else_sim_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from local_stack.__main__ import StartError, _tier_choice
+
+    monkeypatch.delenv("TIER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no memcached here
+    assert _tier_choice() == "sim"
+    assert "no memcached on PATH" in capsys.readouterr().out
+    monkeypatch.setenv("TIER", "memcached")
+    with pytest.raises(StartError, match="TIER=sim"):
+        _tier_choice()
+    monkeypatch.setenv("TIER", "redis")
+    with pytest.raises(StartError, match="memcached or sim"):
+        _tier_choice()
+    (tmp_path / "memcached").write_text("#!/bin/sh\n")
+    (tmp_path / "memcached").chmod(0o755)
+    monkeypatch.delenv("TIER")
+    assert _tier_choice() == "memcached"

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from moto import mock_aws
 
+from node_agent import clock_file
 from node_agent.__main__ import parse_args
 from node_agent.agent import Agent, MetricNames
 from node_agent.imds import InstanceMetadata, MetadataError
@@ -322,6 +324,74 @@ def test_run_samples_on_a_fixed_grid(memcached: Memcached) -> None:
 
 
 # --- IMDSv2 -----------------------------------------------------------------------------------
+
+
+# --- an external clock (the local stack's simulated minutes) ----------------------------------
+
+
+def wait_for_ack(path: Path, expected: str, timeout: float = 5.0) -> None:
+    """Poll the acknowledgement file (the agent runs in a thread) until it holds ``expected``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text() == expected:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never held {expected!r}")
+
+
+def test_the_clock_file_publishes_each_new_time_inside_the_minute_before_it_and_acknowledges(
+    memcached: Memcached, tmp_path: Path
+) -> None:
+    # Given an agent following a clock file that already holds T0 (its baseline's time)
+    clock, cloudwatch = Clock(), FakeCloudWatch()
+    agent = make_agent(memcached, clock, cloudwatch)
+    clock_path, stop = tmp_path / "clock", threading.Event()
+    t0 = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    clock_path.write_text(t0.isoformat())
+    memcached.get("served-before-the-baseline")
+    follower = threading.Thread(
+        target=clock_file.follow,
+        args=(agent, clock_path),
+        kwargs={"sleep": time.sleep, "poll_seconds": 0.01, "stopped": stop.is_set},
+    )
+    follower.start()
+    try:
+        ack = clock_file.ack_path(clock_path, NODE)
+        wait_for_ack(ack, t0.isoformat())
+        assert cloudwatch.calls == [], "the time found at start is the baseline's: nothing to publish"
+        # When a minute of GETs is served and the clock moves to T1, then to T2 with nothing served
+        memcached.set("a")
+        memcached.get("a", "a", "b")
+        t1 = t0 + timedelta(minutes=1)
+        clock_file.write_atomically(clock_path, t1.isoformat())
+        wait_for_ack(ack, t1.isoformat())
+        t2 = t1 + timedelta(minutes=1)
+        clock_file.write_atomically(clock_path, t2.isoformat())
+        wait_for_ack(ack, t2.isoformat())
+    finally:
+        stop.set()
+        follower.join(5)
+    # Then each time published its minute's delta, stamped inside [T - 60 s, T), zeros included
+    assert cloudwatch.values("GetRequests") == [
+        (t1 - timedelta(seconds=30), 3.0),
+        (t2 - timedelta(seconds=30), 0.0),
+    ]
+    assert cloudwatch.values("Hits") == [(t1 - timedelta(seconds=30), 2.0), (t2 - timedelta(seconds=30), 0.0)]
+
+
+def test_a_missing_or_garbled_clock_file_is_no_time_yet(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    assert clock_file.read_clock(path) is None
+    path.write_text("not a time")
+    assert clock_file.read_clock(path) is None
+    path.write_text("2026-01-01T00:01:00")
+    assert clock_file.read_clock(path) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+
+def test_the_command_line_takes_a_clock_file_and_keeps_the_wall_clock_without_it() -> None:
+    assert parse_args(["--node-id", NODE], {}).clock_file is None
+    args = parse_args(["--node-id", NODE], {"NODE_AGENT_CLOCK_FILE": "/tmp/clock"})
+    assert args.clock_file == Path("/tmp/clock")
 
 
 class MetadataHandler(BaseHTTPRequestHandler):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,10 +19,13 @@ import pytest
 from sim.frontend import Frontend, signature
 from sim.hashring import HashRing
 from sim.lru import LruNode
+from sim.memcached_tier import MemcachedTier
 from sim.simulation import Simulation
 from sim.tier import CacheTier
 from sim.workload import DAY_MINUTES, NODE_CAPACITY, Workload, shape
 from tests.conftest import REGION, run_instances
+
+MEMCACHED = "/usr/bin/memcached"
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 HTTP_TIMEOUT = 3.0  # every request a test makes is bounded by this
@@ -350,3 +355,43 @@ def test_step_serves_the_minute_and_publishes_every_serving_node(moto: None, fak
     assert _published(idle, end) == {"getrequests": [0.0], "hits": [0.0]}  # zeros are published
     assert _published(other, end) == {"getrequests": [], "hits": []}
     assert _published(routed, T0) == {"getrequests": [], "hits": []}  # nothing while booting
+
+
+# --- the tier on real memcached ---------------------------------------------------------------
+
+
+def test_the_memcached_tier_serves_cache_aside_counts_from_stats_and_stops_its_processes(
+    tmp_path: Path,
+) -> None:
+    if not os.access(MEMCACHED, os.X_OK):
+        pytest.skip(f"{MEMCACHED} is not installed (apt-get install memcached)")
+    # The agents publish nowhere here (no endpoint answers): only their start is waited for.
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x"}
+    tier = MemcachedTier(binary=MEMCACHED, workdir=tmp_path, agent_env={**env, "AWS_SECRET_ACCESS_KEY": "x"})
+    try:
+        # Given two running instances
+        tier.sync(["i-a", "i-b"], 0)
+        pids = [p.pid for node in tier._nodes.values() for p in (node.memcached, node.agent) if p]
+        assert len(pids) == 4 and tier.serving_ids == ["i-a", "i-b"]
+        keys = [f"k:{n}" for n in range(50)]
+        # When a minute GETs 50 keys twice, routed over both, and one id that runs nowhere
+        first = tier.serve_minute(keys + keys, ["i-a", "i-b"])
+        ring = HashRing(["i-a", "i-b", "i-gone"])
+        stray = tier.serve_minute(keys, ["i-a", "i-b", "i-gone"])
+        # Then each key missed once (cache-aside SET it) and hit after; memcached's counters say so
+        assert (first.gets, first.hits, first.failed) == (100, 50, 0)
+        gone = sum(ring.node_for(key) == "i-gone" for key in keys)
+        assert (stray.gets, stray.hits, stray.failed) == (50 - gone, 50 - gone, gone)
+        # And an instance that stops running takes its processes with it
+        tier.sync(["i-a"], 1)
+        assert tier.node_ids == ["i-a"]
+    finally:
+        tier.stop()
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists() and _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,322 @@
+"""The cache tier on real memcached: one process per running pool instance, and its node agent.
+
+Same surface as ``CacheTier`` for the ``Simulation`` (``sync``, ``node_ids``, ``serving_ids``,
+``serve``, ``serve_minute``), but each node is a ``memcached`` on a free loopback port, the keys
+the front-end routes to it are GET over memcached's text protocol (cache-aside: a miss is SET),
+and what a node publishes is measured by a real ``python -m node_agent`` following the stack's
+clock file (``node_agent.clock_file``), not by the simulation. The per-minute figures this tier
+answers come from memcached's own ``stats`` deltas, so they say what the agents saw.
+
+Processes are stopped (terminate, then kill) when their instance stops running, on ``stop()``,
+and at interpreter exit, so an interrupted stack leaves none behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from node_agent.clock_file import ack_path, write_atomically
+from node_agent.memcached import Counters, read_stats
+from sim.hashring import Router, make_router
+from sim.tier import NodeMinute, TierMinute
+
+LOG = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+# With ``-m 2`` memcached keeps about 290 items of this size: near the simulation's 250-item
+# nodes, so the simulated day's key sets strain a node as they do there.
+VALUE_BYTES = 6_000
+MEMORY_MB = 2
+# GETs per multi-key ``get``: a batch never repeats a key, so a key asked twice in a row still
+# misses once and then hits, as one-by-one GETs would; only the order inside a batch is lost.
+BATCH_KEYS = 100
+START_TIMEOUT_SECONDS = 15.0
+ACK_TIMEOUT_SECONDS = 5.0
+STOP_GRACE_SECONDS = 2.0
+POLL_SECONDS = 0.01
+SOCKET_TIMEOUT_SECONDS = 5.0
+
+
+class TierError(Exception):
+    """A node could not be started or did not answer."""
+
+
+def memcached_binary() -> str | None:
+    return shutil.which("memcached")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class _Connection:
+    """memcached's text protocol on one socket: multi-key ``get``, ``set ... noreply``."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT_SECONDS)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.value = b"v" * VALUE_BYTES
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def serve(self, keys: Sequence[str]) -> None:
+        """GET every key in order; each miss is SET before the next batch is asked."""
+        pending_sets = b""
+        for batch in _batches(keys):
+            self.sock.sendall(pending_sets + b"get " + " ".join(batch).encode() + b"\r\n")
+            found = self._found_keys()
+            pending_sets = b"".join(
+                b"set %s 0 0 %d noreply\r\n%s\r\n" % (key.encode(), VALUE_BYTES, self.value)
+                for key in batch
+                if key not in found
+            )
+        if pending_sets:
+            # noreply answers nothing; a ``version`` after the sets tells when they are done.
+            self.sock.sendall(pending_sets + b"version\r\n")
+            self._read_until(lambda buffer: buffer.endswith(b"\r\n"))
+
+    def _found_keys(self) -> set[str]:
+        answer = self._read_until(lambda buffer: buffer.endswith(b"END\r\n"))
+        found, position = set(), 0
+        while True:
+            line_end = answer.index(b"\r\n", position)
+            header = answer[position:line_end].split()
+            if header[0] != b"VALUE":
+                return found
+            found.add(header[1].decode())
+            position = line_end + 2 + int(header[3]) + 2
+
+    def _read_until(self, complete: Callable[[bytearray], bool]) -> bytes:
+        buffer = bytearray()
+        while not complete(buffer):
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise TierError("memcached closed the connection")
+            buffer += chunk
+        return bytes(buffer)
+
+
+def _batches(keys: Sequence[str]) -> Iterable[list[str]]:
+    batch: list[str] = []
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen or len(batch) == BATCH_KEYS:
+            yield batch
+            batch, seen = [], set()
+        batch.append(key)
+        seen.add(key)
+    if batch:
+        yield batch
+
+
+class _Node:
+    """One instance's memcached and its agent."""
+
+    def __init__(self, node_id: str, binary: str, clock_file: Path, agent_env: Mapping[str, str]) -> None:
+        self.node_id = node_id
+        self.port = _free_port()
+        command = [binary, "-l", HOST, "-p", str(self.port), "-m", str(MEMORY_MB), "-U", "0"]
+        if os.geteuid() == 0:
+            command += ["-u", "nobody"]  # memcached refuses to run as root without it
+        self.memcached = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.connection: _Connection | None = None
+        self.baseline: Counters | None = None
+        self.clock_file = clock_file
+        self.agent_env = agent_env
+
+    def wait_for_memcached(self, deadline: float) -> None:
+        while True:
+            try:
+                self.connection = _Connection(self.port)
+                self.baseline = Counters.from_stats(read_stats((HOST, self.port)))
+                return
+            except OSError:
+                if self.memcached.poll() is not None:
+                    raise TierError(
+                        f"memcached for {self.node_id} exited with {self.memcached.returncode}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise TierError(
+                        f"memcached for {self.node_id} did not answer on port {self.port}"
+                    ) from None
+                time.sleep(POLL_SECONDS)
+
+    def start_agent(self) -> None:
+        ack_path(self.clock_file, self.node_id).unlink(missing_ok=True)
+        region = self.agent_env.get("AWS_DEFAULT_REGION") or self.agent_env.get("AWS_REGION") or "us-east-1"
+        command = [
+            sys.executable,
+            "-m",
+            "node_agent",
+            "--memcached",
+            f"{HOST}:{self.port}",
+            "--node-id",
+            self.node_id,
+            "--region",
+            region,
+            "--interval",
+            "1",  # the retry budget of a publish, in real seconds
+            "--clock-file",
+            str(self.clock_file),
+            "--log-level",
+            "WARNING",
+        ]
+        self.agent = subprocess.Popen(
+            command, cwd=PROJECT_DIR, env=dict(self.agent_env), stdout=subprocess.DEVNULL
+        )
+
+    def acknowledged(self) -> str | None:
+        """What the agent last acknowledged (its start, or a time); None before it has started."""
+        try:
+            return ack_path(self.clock_file, self.node_id).read_text()
+        except OSError:
+            return None
+
+    def sample(self) -> tuple[int, int]:
+        """GETs and hits since the last sample, from memcached's own counters."""
+        counters = Counters.from_stats(read_stats((HOST, self.port)))
+        previous, self.baseline = self.baseline, counters
+        if previous is None or counters.pid != previous.pid:
+            return counters.cmd_get, counters.get_hits
+        return counters.cmd_get - previous.cmd_get, counters.get_hits - previous.get_hits
+
+    def stop(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        for process in (self.agent, self.memcached):
+            if process is not None:
+                _stop_process(process)
+        ack_path(self.clock_file, self.node_id).unlink(missing_ok=True)
+
+
+class MemcachedTier:
+    """A node is a memcached and an agent from the minute its instance runs: it serves at once
+    (its agent's baseline is taken before any GET) and publishes from the next clock time on."""
+
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        workdir: Path | None = None,
+        agent_env: Mapping[str, str] | None = None,
+        ack_timeout: float = ACK_TIMEOUT_SECONDS,
+    ) -> None:
+        found = binary or memcached_binary()
+        if found is None:
+            raise TierError("no memcached binary on PATH (apt-get install memcached)")
+        self.binary = found
+        self._tempdir = None if workdir is not None else tempfile.TemporaryDirectory(prefix="memcached-tier-")
+        self.workdir = workdir if workdir is not None else Path(self._tempdir.name)  # type: ignore[union-attr]
+        self.clock_file = self.workdir / "clock"
+        self.agent_env = dict(os.environ if agent_env is None else agent_env)
+        self.ack_timeout = ack_timeout
+        self._nodes: dict[str, _Node] = {}
+        self._router: Router = make_router(())
+        atexit.register(self.stop)
+
+    @property
+    def node_ids(self) -> list[str]:
+        return sorted(self._nodes)
+
+    @property
+    def serving_ids(self) -> list[str]:
+        return sorted(self._nodes)
+
+    def port(self, node_id: str) -> int:
+        return self._nodes[node_id].port
+
+    def sync(self, running_ids: Iterable[str], minute: int) -> None:
+        """Start a node per newly running instance (waiting until its agent has its baseline),
+        stop those whose instance no longer runs. ``minute`` is unused: a node serves at once."""
+        running = set(running_ids)
+        for node_id in [node_id for node_id in self._nodes if node_id not in running]:
+            self._nodes.pop(node_id).stop()
+        new = [
+            _Node(node_id, self.binary, self.clock_file, self.agent_env)
+            for node_id in sorted(running - self._nodes.keys())
+        ]
+        self._nodes.update((node.node_id, node) for node in new)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        for node in new:
+            node.wait_for_memcached(deadline)
+            node.start_agent()
+        for node in new:
+            while node.acknowledged() is None:
+                if node.agent is not None and node.agent.poll() is not None:
+                    raise TierError(f"the agent for {node.node_id} exited with {node.agent.returncode}")
+                if time.monotonic() > deadline:
+                    raise TierError(f"the agent for {node.node_id} did not start")
+                time.sleep(POLL_SECONDS)
+
+    def serve(self, keys: Iterable[str], routing_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        served = self.serve_minute(keys, routing_ids)
+        return {node_id: (node.gets, node.hits) for node_id, node in served.items()}
+
+    def serve_minute(self, keys: Iterable[str], routing_ids: Sequence[str]) -> TierMinute:
+        """GET each key on the node it routes to; per node what memcached counted, and the GETs
+        routed to no running node (they fail at the front-end, and no node counts them)."""
+        if tuple(routing_ids) != self._router.node_ids:
+            self._router = make_router(routing_ids)
+        buckets: dict[str | None, list[str]] = {}
+        for key in keys:
+            buckets.setdefault(self._router.node_for(key), []).append(key)
+        failed = sum(len(bucket) for node_id, bucket in buckets.items() if node_id not in self._nodes)
+        for node_id, node in self._nodes.items():
+            if buckets.get(node_id) and node.connection is not None:
+                node.connection.serve(buckets[node_id])
+        counts = {node_id: node.sample() for node_id, node in sorted(self._nodes.items())}
+        return TierMinute(
+            {node_id: NodeMinute(gets, hits) for node_id, (gets, hits) in counts.items()}, failed
+        )
+
+    def publish(self, end: datetime) -> list[str]:
+        """Move the agents' clock to ``end`` and wait (bounded) until each has published the
+        minute before it; the nodes that did not acknowledge in time."""
+        write_atomically(self.clock_file, end.isoformat())
+        expected = end.isoformat()
+        deadline = time.monotonic() + self.ack_timeout
+        waiting = set(self._nodes)
+        while waiting and time.monotonic() < deadline:
+            waiting = {node_id for node_id in waiting if self._nodes[node_id].acknowledged() != expected}
+            if waiting:
+                time.sleep(POLL_SECONDS)
+        if waiting:
+            LOG.warning(
+                "no acknowledgement of %s within %.0f s from %s", expected, self.ack_timeout, sorted(waiting)
+            )
+        return sorted(waiting)
+
+    def stop(self) -> None:
+        """Stop every node (safe to call twice; also runs at exit)."""
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for node in nodes:
+            node.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
