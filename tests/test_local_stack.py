@@ -304,6 +304,10 @@ def test_the_day_on_real_memcached_scales_out_and_back_and_each_tick_reads_what_
     assert notices, "the front-end confirmed the drains"
     # Each tick read the minute the agents had just published: memcached's counts for it
     minutes = [json.loads(line) for line in minutes_file.read_text().splitlines()]
+    # The front-end saw no error once the first node was in service (before it, there is no
+    # pool): every GET reached a running memcached, none went to a node not yet or no longer there.
+    served = [i for i, m in enumerate(minutes) if m["gets"]]
+    assert [m for m in minutes[served[0] :] if m["requests"] != m["gets"]] == []
     compared = [(m, ticks[m["time"]]) for m in minutes if m["gets"] and m["time"] in ticks]
     assert len(compared) > 60, output
     for minute, tick in compared:
