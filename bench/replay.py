@@ -16,6 +16,10 @@ Each simulated minute m, at T = start + m min:
 What a minute costs is the instances EC2 runs during it (booting ones included); what the users
 saw is every GET of the minute, those a node answered and those it did not.
 
+``replay(..., tier=...)`` runs the same loop through another tier: a ``MemcachedTier`` (real
+memcached processes, each with its agent) publishes through its own agents in step 3, and needs
+the emulator over HTTP (``endpoint``: a moto server in this process) instead of ``mock_aws``.
+
 moto keeps every datapoint forever and scans them all in each GetMetricData; the replay drops
 datapoints older than ``KEEP_DATAPOINTS`` from moto's store now and then, which no tick reads
 (they look back ``NODE_SILENT_SECONDS`` = 5 minutes at most).
@@ -42,6 +46,7 @@ from chalicelib.domain.settings import Settings
 from chalicelib.service.tick import TickDeps, run_tick
 from local_stack.scheduler import scheduled_event
 from sim.aws import Cloud
+from sim.memcached_tier import MemcachedTier
 from sim.tier import CacheTier
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -113,12 +118,23 @@ class Replay:
         return 1000 * statistics.median(self.tick_seconds) if self.tick_seconds else 0.0
 
 
+Tier = CacheTier | MemcachedTier
+TierFactory = Callable[[Setup], Tier]
+
+
+def simulated_tier(setup: Setup) -> Tier:
+    """The replay's own tier: LRU nodes of ``CAPACITY`` items, measuring the curve if asked."""
+    return CacheTier(CAPACITY, BOOT_MINUTES, curve=setup.curve, hashing=setup.hashing)
+
+
 @contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
+def _environment(values: Mapping[str, str], endpoint: str | None = None) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in (*values, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.update(values)
+    if endpoint is not None:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
     try:
         yield
     finally:
@@ -176,20 +192,30 @@ def replay(
     policy: str = "ratio",
     baseline: Policy | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
+    tier: TierFactory = simulated_tier,
+    endpoint: str | None = None,
 ) -> Replay:
-    """Replay ``setup``'s day against the scaler with ``policy`` (or ``baseline`` as its rule)."""
+    """Replay ``setup``'s day against the scaler with ``policy`` (or ``baseline`` as its rule).
+
+    ``tier`` makes the cache tier (inside the replay's environment, so a ``MemcachedTier``'s
+    agents inherit it); ``endpoint``: the URL of a moto server running in this process, instead
+    of ``mock_aws`` (the replay trims the same in-process store either way).
+    """
     from chalice.test import Client
     from moto import mock_aws
 
     workload = setup.workload()
-    tier = CacheTier(CAPACITY, BOOT_MINUTES, curve=setup.curve, hashing=setup.hashing)
     sizes: list[int] = []
     gets: list[int] = []
     misses: list[int] = []
     actions: list[tuple[int, str, int, int]] = []
     outcome = Replay(Run(name, (), (), (), ()))
-    with _environment(ENVIRONMENT), mock_aws(), _quiet_logs():
+    emulator = mock_aws() if endpoint is None else contextlib.nullcontext()
+    with _environment(ENVIRONMENT, endpoint), emulator, _quiet_logs(), contextlib.ExitStack() as stack:
         aws.reset_clients()
+        cache_tier = tier(setup)
+        if isinstance(cache_tier, MemcachedTier):
+            stack.callback(cache_tier.stop)
         from app import app
 
         settings = Settings.from_env()
@@ -218,11 +244,18 @@ def replay(
                 names.setdefault(node["id"], f"node-{len(names)}")
             ids = {name: node_id for node_id, name in names.items()}
             running = [names[node["id"]] for node in listed["nodes"]]
-            tier.sync(running, minute)
+            if isinstance(cache_tier, MemcachedTier):
+                cache_tier.sync(running, minute, publish_as=ids)  # its agents publish as the instances
+            else:
+                cache_tier.sync(running, minute)
             routing = [names[node["id"]] for node in listed["nodes"] if node["state"] == "in_service"]
             keys = workload.requests(minute)
-            served = tier.serve_minute(keys, routing)
-            if minute not in gap:
+            served = cache_tier.serve_minute(keys, routing)
+            if isinstance(cache_tier, MemcachedTier):
+                # Each agent samples its memcached and publishes, through the gap too: a clock
+                # held still would make its next interval two minutes long.
+                cache_tier.publish(moment + timedelta(minutes=1))
+            elif minute not in gap:
                 cloud.publish(
                     {ids[node]: (counts.gets, counts.hits) for node, counts in served.items()},
                     moment + timedelta(minutes=1),

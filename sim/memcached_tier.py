@@ -76,10 +76,10 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
 class _Connection:
     """memcached's text protocol on one socket: multi-key ``get``, ``set ... noreply``."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, value_bytes: int = VALUE_BYTES) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT_SECONDS)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.value = b"v" * VALUE_BYTES
+        self.value = b"v" * value_bytes
 
     def close(self) -> None:
         self.sock.close()
@@ -91,7 +91,7 @@ class _Connection:
             self.sock.sendall(pending_sets + b"get " + " ".join(batch).encode() + b"\r\n")
             found = self._found_keys()
             pending_sets = b"".join(
-                b"set %s 0 0 %d noreply\r\n%s\r\n" % (key.encode(), VALUE_BYTES, self.value)
+                b"set %s 0 0 %d noreply\r\n%s\r\n" % (key.encode(), len(self.value), self.value)
                 for key in batch
                 if key not in found
             )
@@ -135,12 +135,26 @@ def _batches(keys: Sequence[str]) -> Iterable[list[str]]:
 
 
 class _Node:
-    """One instance's memcached and its agent."""
+    """One instance's memcached and its agent (which publishes as ``publish_as``, by default
+    the node's own id)."""
 
-    def __init__(self, node_id: str, binary: str, clock_file: Path, agent_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        binary: str,
+        clock_file: Path,
+        agent_env: Mapping[str, str],
+        *,
+        memory_mb: int = MEMORY_MB,
+        value_bytes: int = VALUE_BYTES,
+        memcached_args: Sequence[str] = (),
+        publish_as: str | None = None,
+    ) -> None:
         self.node_id = node_id
+        self.publish_as = publish_as or node_id
+        self.value_bytes = value_bytes
         self.port = _free_port()
-        command = [binary, "-l", HOST, "-p", str(self.port), "-m", str(MEMORY_MB), "-U", "0"]
+        command = [binary, "-l", HOST, "-p", str(self.port), "-m", str(memory_mb), "-U", "0", *memcached_args]
         if os.geteuid() == 0:
             command += ["-u", "nobody"]  # memcached refuses to run as root without it
         self.memcached = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -153,7 +167,7 @@ class _Node:
     def wait_for_memcached(self, deadline: float) -> None:
         while True:
             try:
-                self.connection = _Connection(self.port)
+                self.connection = _Connection(self.port, self.value_bytes)
                 self.baseline = Counters.from_stats(read_stats((HOST, self.port)))
                 return
             except OSError:
@@ -168,7 +182,7 @@ class _Node:
                 time.sleep(POLL_SECONDS)
 
     def start_agent(self) -> None:
-        ack_path(self.clock_file, self.node_id).unlink(missing_ok=True)
+        ack_path(self.clock_file, self.publish_as).unlink(missing_ok=True)
         region = self.agent_env.get("AWS_DEFAULT_REGION") or self.agent_env.get("AWS_REGION") or "us-east-1"
         command = [
             sys.executable,
@@ -177,7 +191,7 @@ class _Node:
             "--memcached",
             f"{HOST}:{self.port}",
             "--node-id",
-            self.node_id,
+            self.publish_as,
             "--region",
             region,
             "--interval",
@@ -194,7 +208,7 @@ class _Node:
     def acknowledged(self) -> str | None:
         """What the agent last acknowledged (its start, or a time); None before it has started."""
         try:
-            return ack_path(self.clock_file, self.node_id).read_text()
+            return ack_path(self.clock_file, self.publish_as).read_text()
         except OSError:
             return None
 
@@ -212,12 +226,17 @@ class _Node:
         for process in (self.agent, self.memcached):
             if process is not None:
                 _stop_process(process)
-        ack_path(self.clock_file, self.node_id).unlink(missing_ok=True)
+        ack_path(self.clock_file, self.publish_as).unlink(missing_ok=True)
 
 
 class MemcachedTier:
     """A node is a memcached and an agent from the minute its instance runs: it serves at once
-    (its agent's baseline is taken before any GET) and publishes from the next clock time on."""
+    (its agent's baseline is taken before any GET) and publishes from the next clock time on.
+
+    ``memory_mb``, ``value_bytes`` and ``memcached_args`` size the nodes (how many items one
+    holds); ``boot_minutes`` delays a node's start after its instance first runs, as
+    ``CacheTier``'s do (the GETs routed to it until then fail at the front-end).
+    """
 
     def __init__(
         self,
@@ -226,6 +245,10 @@ class MemcachedTier:
         workdir: Path | None = None,
         agent_env: Mapping[str, str] | None = None,
         ack_timeout: float = ACK_TIMEOUT_SECONDS,
+        memory_mb: int = MEMORY_MB,
+        value_bytes: int = VALUE_BYTES,
+        memcached_args: Sequence[str] = (),
+        boot_minutes: int = 0,
     ) -> None:
         found = binary or memcached_binary()
         if found is None:
@@ -236,13 +259,17 @@ class MemcachedTier:
         self.clock_file = self.workdir / "clock"
         self.agent_env = dict(os.environ if agent_env is None else agent_env)
         self.ack_timeout = ack_timeout
+        self.memory_mb, self.value_bytes = memory_mb, value_bytes
+        self.memcached_args = tuple(memcached_args)
+        self.boot_minutes = boot_minutes
         self._nodes: dict[str, _Node] = {}
+        self._booting: dict[str, int] = {}  # node → the minute its instance was first seen running
         self._router: Router = make_router(())
         atexit.register(self.stop)
 
     @property
     def node_ids(self) -> list[str]:
-        return sorted(self._nodes)
+        return sorted({*self._nodes, *self._booting})
 
     @property
     def serving_ids(self) -> list[str]:
@@ -251,15 +278,33 @@ class MemcachedTier:
     def port(self, node_id: str) -> int:
         return self._nodes[node_id].port
 
-    def sync(self, running_ids: Iterable[str], minute: int) -> None:
-        """Start a node per newly running instance (waiting until its agent has its baseline),
-        stop those whose instance no longer runs. ``minute`` is unused: a node serves at once."""
+    def sync(
+        self, running_ids: Iterable[str], minute: int, publish_as: Mapping[str, str] | None = None
+    ) -> None:
+        """Start a node per instance running for ``boot_minutes`` (waiting until its agent has
+        its baseline), stop those whose instance no longer runs. ``publish_as``: the NodeId a new
+        node's agent publishes as, when not the node's own id."""
         running = set(running_ids)
         for node_id in [node_id for node_id in self._nodes if node_id not in running]:
             self._nodes.pop(node_id).stop()
+        self._booting = {
+            node_id: self._booting.get(node_id, minute) for node_id in running - self._nodes.keys()
+        }
+        booted = [node_id for node_id, since in self._booting.items() if minute - since >= self.boot_minutes]
+        for node_id in booted:
+            del self._booting[node_id]
         new = [
-            _Node(node_id, self.binary, self.clock_file, self.agent_env)
-            for node_id in sorted(running - self._nodes.keys())
+            _Node(
+                node_id,
+                self.binary,
+                self.clock_file,
+                self.agent_env,
+                memory_mb=self.memory_mb,
+                value_bytes=self.value_bytes,
+                memcached_args=self.memcached_args,
+                publish_as=(publish_as or {}).get(node_id),
+            )
+            for node_id in sorted(booted)
         ]
         self._nodes.update((node.node_id, node) for node in new)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -289,7 +334,7 @@ class MemcachedTier:
         failed = sum(len(bucket) for node_id, bucket in buckets.items() if node_id not in self._nodes)
         for node_id, node in self._nodes.items():
             if buckets.get(node_id) and node.connection is not None:
-                node.connection.serve(buckets[node_id])
+                node.connection.serve([str(key) for key in buckets[node_id]])
         counts = {node_id: node.sample() for node_id, node in sorted(self._nodes.items())}
         return TierMinute(
             {node_id: NodeMinute(gets, hits) for node_id, (gets, hits) in counts.items()}, failed
@@ -312,9 +357,17 @@ class MemcachedTier:
             )
         return sorted(waiting)
 
+    def items(self) -> dict[str, tuple[int, int]]:
+        """Per node, memcached's ``curr_items`` and ``limit_maxbytes`` now."""
+        return {
+            node_id: (counters.curr_items, counters.limit_maxbytes)
+            for node_id, node in sorted(self._nodes.items())
+            for counters in [Counters.from_stats(read_stats((HOST, node.port)))]
+        }
+
     def stop(self) -> None:
         """Stop every node (safe to call twice; also runs at exit)."""
-        nodes, self._nodes = list(self._nodes.values()), {}
+        nodes, self._nodes, self._booting = list(self._nodes.values()), {}, {}
         for node in nodes:
             node.stop()
         if self._tempdir is not None:
