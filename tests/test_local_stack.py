@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -238,25 +239,30 @@ def test_a_taken_port_is_named_and_exits_1() -> None:
     assert port_is_free(moto_port), "nothing should have started on the emulator's port"
 
 
+def day_history(stack: Stack) -> list[dict[str, Any]]:
+    """Wait until the stack's log shows the pool grown and back at 1; the API's history then."""
+    deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        lines = stack.output.text(0).splitlines()
+        grew = [i for i, line in enumerate(lines) if " scale_out " in line]
+        shrank = [i for i, line in enumerate(lines) if " scale_in " in line and grew and i > grew[0]]
+        if shrank and any(" pool 1 " in line for line in lines[shrank[-1] :]):
+            break
+        time.sleep(POLL_SECONDS)
+    else:
+        pytest.fail(f"no growth and shrink within {DAY_TIMEOUT_SECONDS:.0f} s:\n{stack.output.text(0)}")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    return requests.get(
+        f"{stack.url}/api/scaler/history?minutes=1440", headers=auth, timeout=HTTP_TIMEOUT_SECONDS
+    ).json()["records"]
+
+
 def test_the_simulated_day_grows_the_pool_under_the_crowd_and_shrinks_it_at_night() -> None:
     """README's first command as a newcomer runs it, with quicker ticks: the whole stack, the
     scheduler invoking the real scheduled function, the simulated tier playing the front-end."""
     port, moto_port = free_ports(2)
     with running_stack(port, moto_port, SIMULATE="1", TICK_SECONDS="0.2", TIER="sim") as stack:
-        deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            lines = stack.output.text(0).splitlines()
-            grew = [i for i, line in enumerate(lines) if " scale_out " in line]
-            shrank = [i for i, line in enumerate(lines) if " scale_in " in line and grew and i > grew[0]]
-            if shrank and any(" pool 1 " in line for line in lines[shrank[-1] :]):
-                break
-            time.sleep(POLL_SECONDS)
-        else:
-            pytest.fail(f"no growth and shrink within {DAY_TIMEOUT_SECONDS:.0f} s:\n{stack.output.text(0)}")
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        history = requests.get(
-            f"{stack.url}/api/scaler/history?minutes=1440", headers=auth, timeout=HTTP_TIMEOUT_SECONDS
-        ).json()["records"]
+        history = day_history(stack)
         sizes = [r["target_size"] for r in history if r["kind"] == "tick"]
         assert max(sizes) >= 4 and sizes[-1] == 1
         notices = [r for r in history if r["kind"] == "membership" and r.get("change") == "drain_confirmed"]
@@ -281,20 +287,7 @@ def test_the_day_on_real_memcached_scales_out_and_back_and_each_tick_reads_what_
         "SIM_MINUTES_FILE": str(minutes_file),
     }
     with running_stack(port, moto_port, **settings) as stack:
-        deadline = time.monotonic() + DAY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            lines = stack.output.text(0).splitlines()
-            grew = [i for i, line in enumerate(lines) if " scale_out " in line]
-            shrank = [i for i, line in enumerate(lines) if " scale_in " in line and grew and i > grew[0]]
-            if shrank and any(" pool 1 " in line for line in lines[shrank[-1] :]):
-                break
-            time.sleep(POLL_SECONDS)
-        else:
-            pytest.fail(f"no growth and shrink within {DAY_TIMEOUT_SECONDS:.0f} s:\n{stack.output.text(0)}")
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        history = requests.get(
-            f"{stack.url}/api/scaler/history?minutes=1440", headers=auth, timeout=HTTP_TIMEOUT_SECONDS
-        ).json()["records"]
+        history = day_history(stack)
         output = interrupt_and_check(stack)
     assert "tier: memcached" in output
     ticks = {r["time"]: r for r in history if r["kind"] == "tick"}
