@@ -1,0 +1,5 @@
+"""What a web front-end imports to follow the scaler's pool: its notices in, a ketama ring out.
+
+It depends on nothing of the scaler (no Chalice, no boto3, no ``chalicelib``): a front-end ships it
+alone.
+"""
