@@ -1,9 +1,10 @@
 """An LRU stack with a ghost list: for each GET, the smallest capacity factor at which it would hit.
 
-A copy of the scaler's simulation (``sim/lru.py``'s ``CurveNode``), since the agent ships alone.
-LRU has the inclusion property (a bigger LRU holds all a smaller one does), so one pass over the
-GETs gives the hits of every factor: the stack is cut into one segment per factor, segments past
-the real capacity being the ghosts of keys an LRU of that capacity has evicted. O(factors) a GET.
+The simulation's ``CurveNode`` (``sim/lru.py``) is this stack with a faster batch path; the
+agent ships alone, so the stack lives here and the simulation imports it. LRU has the inclusion
+property (a bigger LRU holds all a smaller one does), so one pass over the GETs gives the hits of
+every factor: the stack is cut into one segment per factor, segments past the real capacity
+being the ghosts of keys an LRU of that capacity has evicted. O(factors) a GET.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ FACTORS: tuple[str, ...] = ("0.125", "0.25", "0.5", "1", "2", "4", "8")
 NEW_INDEX = len(FACTORS)  # a key no factor's capacity would hold
 
 
+def factor_capacities(capacity: int) -> tuple[int, ...]:
+    """The capacity at each of ``FACTORS``: ``round(capacity * factor)`` (0 for a tiny node's 1/8)."""
+    return tuple(round(capacity * float(factor)) for factor in FACTORS)
+
+
 class StackCurve:
     """``capacity`` in items (not bytes; see the README for why)."""
 
@@ -21,7 +27,7 @@ class StackCurve:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        bounds = tuple(round(capacity * float(factor)) for factor in FACTORS)
+        bounds = factor_capacities(capacity)
         self._limits = tuple(high - low for low, high in zip((0, *bounds), bounds, strict=False))
         self._segments: tuple[OrderedDict[str, None], ...] = tuple(OrderedDict() for _ in FACTORS)
         self._where: dict[str, int] = {}

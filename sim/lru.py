@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
+from node_agent.stack import FACTORS, NEW_INDEX, StackCurve
+from node_agent.stack import factor_capacities as factor_capacities  # re-exported for the tests
+
 # What a node caches: a key's name (the local stack's workload) or id (the benchmark's).
 Key = str | int
 
 # Capacity factors a CurveNode measures, as text so they print and key results exactly.
-FACTORS: tuple[str, ...] = ("0.125", "0.25", "0.5", "1", "2", "4", "8")
 HIT_INDEX = FACTORS.index("1")  # access() <= HIT_INDEX: a hit at the node's real capacity
-NEW_INDEX = len(FACTORS)  # access() for a key beyond every factor (never seen, or long evicted)
 
 
 class LruNode:
@@ -80,66 +81,16 @@ class LruNode:
         return iter(self._items)
 
 
-def factor_capacities(capacity: int) -> tuple[int, ...]:
-    """The capacity at each of ``FACTORS``: ``round(capacity * factor)`` (0 for a tiny node's 1/8)."""
-    return tuple(round(capacity * float(factor)) for factor in FACTORS)
-
-
-class CurveNode:
+class CurveNode(StackCurve):
     """An LRU node of ``capacity`` keys that also knows how every GET would have fared at each factor.
 
-    The LRU stack (most recent first) is kept as one OrderedDict per segment, segment ``i``
+    The node agent's stack (``node_agent/stack.py``): one OrderedDict per segment, segment ``i``
     holding the stack positions ``[bound[i-1], bound[i])`` with ``bound = factor_capacities``.
     Segments past ``capacity`` are a ghost list: keys an LRU of ``capacity`` has evicted but one
-    of up to 8× would still hold. A key's segment is the smallest factor at which it is cached,
-    read from one dict; moving it to the top overfills the segments above its old one by one key
-    each, so each passes its least recent key down: O(number of segments) per access.
+    of up to 8× would still hold. ``access`` (a cache-aside GET: the index of the smallest factor
+    at which it would have hit, ``NEW_INDEX`` when none) is the agent's; the simulation adds
+    ``tally`` for its millions of GETs, and reads the stack as a cache.
     """
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self.capacity = capacity
-        bounds = factor_capacities(capacity)
-        self._limits = tuple(high - low for low, high in zip((0, *bounds), bounds, strict=False))
-        # Most recent last in every segment, as in LruNode, so popitem(last=False) takes the oldest.
-        self._segments: tuple[OrderedDict[Key, None], ...] = tuple(OrderedDict() for _ in FACTORS)
-        self._where: dict[Key, int] = {}
-
-    def access(self, key: Key) -> int:
-        """A cache-aside GET of ``key``; the index of the smallest factor at which it would have hit.
-
-        ``NEW_INDEX`` (7) when no factor's capacity holds it; a hit at the real capacity iff the
-        answer is <= ``HIT_INDEX`` (3). Either way ``key`` becomes the most recently used.
-        """
-        found = self._where.get(key, NEW_INDEX)
-        if found == 0:
-            self._segments[0].move_to_end(key)
-            return 0
-        if found < NEW_INDEX:
-            del self._segments[found][key]
-        self._segments[0][key] = None
-        self._where[key] = 0
-        self._cascade(found)
-        return found
-
-    def _cascade(self, stop: int) -> None:
-        """Pass each overfull segment's oldest key down, through segment ``stop`` - 1.
-
-        Segment ``stop`` lost the accessed key, so it has room for the one it receives; from the
-        last segment the oldest key falls off the stack altogether.
-        """
-        segments, where, limits, last = self._segments, self._where, self._limits, NEW_INDEX - 1
-        for index in range(min(stop, NEW_INDEX)):
-            segment = segments[index]
-            if len(segment) <= limits[index]:
-                return
-            oldest, _ = segment.popitem(last=False)
-            if index == last:
-                del where[oldest]
-            else:
-                segments[index + 1][oldest] = None
-                where[oldest] = index + 1
 
     def tally(self, keys: Iterable[Key]) -> list[int]:
         """``access`` each key in turn; ``counts[i]``: how many answers were index ``i`` (0..7).
