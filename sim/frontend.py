@@ -8,7 +8,6 @@ as a real front-end would once it had moved that node's keys away.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -17,6 +16,8 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+
+from frontend_kit.notifications import signature
 
 HOST = "127.0.0.1"
 NOTIFY_PATH = "/scaler-notifications"
@@ -30,11 +31,6 @@ SETTLED_STATUSES = frozenset({404, 409})
 log = logging.getLogger(__name__)
 # The API is the local stack's, on loopback: an http_proxy in the environment must not capture it.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def signature(secret: str, body: bytes) -> str:
-    """SPEC's header value: ``sha256=`` and the hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def _request(
