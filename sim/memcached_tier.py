@@ -220,6 +220,9 @@ class _Node:
             return counters.cmd_get, counters.get_hits
         return counters.cmd_get - previous.cmd_get, counters.get_hits - previous.get_hits
 
+    def agent_exited(self) -> bool:
+        return self.agent is not None and self.agent.poll() is not None
+
     def stop(self) -> None:
         if self.connection is not None:
             self.connection.close()
@@ -346,16 +349,23 @@ class MemcachedTier:
         write_atomically(self.clock_file, end.isoformat())
         expected = end.isoformat()
         deadline = time.monotonic() + self.ack_timeout
-        waiting = set(self._nodes)
+        waiting, exited = set(self._nodes), set()
         while waiting and time.monotonic() < deadline:
             waiting = {node_id for node_id in waiting if self._nodes[node_id].acknowledged() != expected}
+            # An agent that has exited (the stack's Ctrl-C reaches its whole process group) will
+            # never acknowledge: waiting out the timeout for it only delays the stack's stop.
+            gone = {node_id for node_id in waiting if self._nodes[node_id].agent_exited()}
+            if gone:
+                LOG.warning("no acknowledgement of %s: the agents of %s have exited", expected, sorted(gone))
+                waiting -= gone
+                exited |= gone
             if waiting:
                 time.sleep(POLL_SECONDS)
         if waiting:
             LOG.warning(
                 "no acknowledgement of %s within %.0f s from %s", expected, self.ack_timeout, sorted(waiting)
             )
-        return sorted(waiting)
+        return sorted(waiting | exited)
 
     def items(self) -> dict[str, tuple[int, int]]:
         """Per node, memcached's ``curr_items`` and ``limit_maxbytes`` now."""
