@@ -43,18 +43,18 @@ def free_port() -> int:
 class Memcached:
     """A real memcached process on a loopback port; ``restart`` keeps the port, changes the pid."""
 
-    def __init__(self, memory_mb: int = 2) -> None:
-        self.port = free_port()
+    def __init__(self, memory_mb: int = 2, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host, self.port = host, port or free_port()
         self.memory_mb = memory_mb
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def start(self) -> None:
         # One worker thread: the watch stream then keeps the order the commands were made in.
-        command = [MEMCACHED, "-u", "nobody", "-l", "127.0.0.1", "-p", str(self.port), "-t", "1"]
+        command = [MEMCACHED, "-u", "nobody", "-l", self.host, "-p", str(self.port), "-t", "1"]
         command += ["-m", str(self.memory_mb)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
