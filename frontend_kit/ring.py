@@ -91,3 +91,12 @@ class Ring:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ring) and other.nodes == self.nodes
+
+    def __hash__(self) -> int:
+        return hash(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"Ring({[node.server_string for node in self.nodes]})"
