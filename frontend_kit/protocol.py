@@ -17,6 +17,7 @@ misses, counted as touches); the agent ignores the lookups made on that connecti
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,19 +72,26 @@ def valid_key(key: bytes) -> bool:
     return 0 < len(key) <= MAX_KEY_BYTES and not any(byte <= 32 or byte == 127 for byte in key)
 
 
-def parse_metadump_line(line: bytes) -> Listed | None:
-    """One ``key=… exp=… la=… cas=… fetch=… cls=… size=…`` line; None for a line of another shape."""
-    fields = dict(part.partition(b"=")[::2] for part in line.split(b" "))
-    try:
-        return Listed(
-            key=unquote_to_bytes(fields[b"key"]),
-            exp=int(fields[b"exp"]),
-            la=int(fields[b"la"]),
-            cas=int(fields.get(b"cas", b"0")),
-            size=int(fields.get(b"size", b"0")),
-        )
-    except (KeyError, ValueError):
-        return None
+# What memcached 1.6.18 prints per item (``crawler_metadump`` in its crawler.c).
+_METADUMP_ITEM = re.compile(rb"key=(\S+) exp=(-?\d+) la=(\d+) cas=(\d+) fetch=\S+ cls=\d+ size=(\d+)\n")
+
+
+def parse_metadump(text: bytes, keys: dict[bytes, bytes] | None = None) -> list[Listed]:
+    """The item lines of a metadump (``END`` excluded); ``ProtocolError`` on a line of another shape.
+
+    ``keys`` remembers each key as listed and decoded: a move lists its nodes more than once.
+    """
+    keys = {} if keys is None else keys
+    listed = []
+    for key, exp, la, cas, size in _METADUMP_ITEM.findall(text):
+        decoded = keys.get(key)
+        if decoded is None:
+            decoded = keys[key] = unquote_to_bytes(key) if b"%" in key else key
+        listed.append(Listed(decoded, int(exp), int(la), int(cas), int(size)))
+    if len(listed) != text.count(b"\n"):
+        line = next(line for line in text.split(b"\n") if line and not _METADUMP_ITEM.match(line + b"\n"))
+        raise ProtocolError(f"lru_crawler metadump answered {line[:120]!r}")
+    return listed
 
 
 class Connection:
@@ -147,25 +155,38 @@ class Connection:
         if line not in (b"NOT_FOUND", b"TOUCHED"):
             raise self._unexpected(line, "touch")
 
-    def metadump(self, sleep: Callable[[float], None] = time.sleep) -> list[Listed]:
-        """Every item the node holds (``lru_crawler metadump all``), in the crawler's order."""
+    def metadump(
+        self, sleep: Callable[[float], None] = time.sleep, keys: dict[bytes, bytes] | None = None
+    ) -> list[Listed]:
+        """Every item the node holds (``lru_crawler metadump all``), in the crawler's order
+        (``keys``: see ``parse_metadump``)."""
         waited = 0.0
         while True:
             self._sock.sendall(b"lru_crawler metadump all\r\n")
-            first = self._line()
-            if not first.startswith(b"BUSY") or waited >= CRAWLER_BUSY_SECONDS:
-                break
-            sleep(0.05)  # another connection's crawl: memcached runs one at a time
-            waited += 0.05
-        listed: list[Listed] = []
-        line = first
-        while line != b"END":
-            item = parse_metadump_line(line)
-            if item is None:
-                raise self._unexpected(line, "lru_crawler metadump")
-            listed.append(item)
-            line = self._line()
-        return listed
+            while (end := self._buffer.find(b"\n", self._at)) < 0:
+                self._fill()
+            first = bytes(self._buffer[self._at : end])
+            if first.startswith(b"BUSY") and waited < CRAWLER_BUSY_SECONDS:
+                self._at = end + 1
+                sleep(0.05)  # another connection's crawl: memcached runs one at a time
+                waited += 0.05
+                continue
+            if not first.startswith(b"key=") and first != b"END\r":
+                self._at = end + 1
+                raise self._unexpected(first.rstrip(b"\r"), "lru_crawler metadump")
+            break
+        # The item lines end with a bare \n, the dump with END\r\n on a line of its own.
+        if first == b"END\r":
+            self._at = end + 1
+            return []
+        del self._buffer[: self._at]  # from here to END, nothing is consumed: indexes stay put
+        self._at = scanned = 0
+        while (end := self._buffer.find(b"\nEND\r\n", scanned)) < 0:
+            scanned = max(len(self._buffer) - 6, 0)
+            self._fill()
+        text = bytes(self._buffer[self._at : end + 1])
+        self._at = end + len(b"\nEND\r\n")
+        return parse_metadump(text, keys)
 
     def gats(self, items: Sequence[Listed]) -> dict[bytes, Value]:
         """The values of ``items`` that are still there, read with ``gats`` and their own expiry."""
@@ -192,12 +213,11 @@ class Connection:
         or a ``SERVER_ERROR`` line for an item it could not take)."""
         if not items:
             return []
-        self._sock.sendall(
-            b"".join(
-                b"add %s %d %d %d\r\n%s\r\n" % (key, value.flags, exptime, len(value.data), value.data)
-                for key, value, exptime in items
-            )
-        )
+        parts = []
+        for key, value, exptime in items:
+            header = b"add %s %d %d %d\r\n" % (key, value.flags, exptime, len(value.data))
+            parts += (header, value.data, b"\r\n")
+        self._sock.sendall(b"".join(parts))
         answers = [self._line() for _ in items]
         for line in answers:
             if line not in (b"STORED", b"NOT_STORED") and not line.startswith(b"SERVER_ERROR"):
