@@ -21,10 +21,11 @@ both owners (``Routing``):
    already holds (``NOT_STORED``) without the kit having written it is deleted there. At most
    ``keys_per_second`` keys, until ``budget_seconds`` have passed since the move began.
 4. **Hold**, until ``hold_seconds`` have passed since the move began (see "Many processes" in
-   ``FrontendKit``): front-ends that follow the pool through ``cache_list`` have moved on by then.
+   ``FrontendKit``): front-ends that follow the pool through ``cache_list`` have reloaded it and
+   stopped writing to the old owners by then.
 5. **Recheck.** The sources are listed again; a copied key whose ``cas`` changed or that is gone
    was written or deleted on the source after it was read (by a write in flight when the move
-   began, or by a process that routes by the old ring): its copy is deleted.
+   began, or by another process): its copy is deleted.
 6. **Sweep.** The new owners are listed again, and the keys they will own that were neither
    copied nor written through the kit are deleted. Then the kit switches.
 
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 
 BATCH_KEYS = 100
 BATCH_BYTES = 1 << 20
-CHANGES = ("increase", "decrease")
 
 Key = str | bytes
 OnRead = Callable[[list[bytes]], None]
@@ -219,8 +219,9 @@ class _Connections:
 class WarmMover:
     """Copies the keys that change owner, as the module says; ``move`` is called by the kit's worker.
 
-    ``hold_seconds``: the move switches no sooner than this after it began; with front-end
-    processes that follow the pool through ``cache_list``, their ``resync_seconds``.
+    ``hold_seconds``: the move rechecks and switches no sooner than this after it began; with
+    front-end processes that follow the pool through ``cache_list``, their ``resync_seconds``
+    (and ``poll_seconds``) plus their ``follow_seconds``.
     ``io_timeout``: how long one answer from a node may take. ``on_read`` is told each batch's keys
     after they are read and before they are added (tests interleave writes there).
     """

@@ -116,14 +116,20 @@ class FrontendKit:
     moved off a node already only confirms it again. Every draining node listed is confirmed:
     the scaler answers a repeated confirmation the same, and a node no longer draining 404 or 409.
 
-    **Many processes.** The scaler has one notify URL, so one process is notified: give it the
-    ``mover`` and ``confirm_drain`` and run its worker (``run``). Every other process runs a kit
-    without either, that follows ``cache_list`` every ``resync_seconds`` (switching cold, never
-    confirming). Give the notified process's mover ``hold_seconds`` equal to the followers'
-    ``resync_seconds``: its move then switches, and confirms a drain, only once every follower has
-    reloaded the new pool, and its recheck deletes any copy a follower overwrote on the old owner
-    meanwhile. Followers that reload during a move read the keys still being copied cold; none
-    reads an older value.
+    **Many processes.** The scaler has one notify URL, so one process is notified: route that URL
+    to a single process (a small sidecar, or one web process on a port of its own), give its kit
+    the ``mover`` and ``confirm_drain``, and run its worker (``run``). Every web process (each
+    gunicorn worker, say) is a follower: a kit without either, ``follow_seconds`` set, that
+    reloads ``cache_list`` every ``resync_seconds`` under ``run``. When a reload changes its pool,
+    a follower reads by the new ring at once (keys not copied yet are cold) and for
+    ``follow_seconds`` writes and deletes on the old owner too (``Routing(new, target=old)``), so
+    the mover's checks see every write made while it copies: a follower's delete can never be
+    undone by a copy, nor its write be followed by an older one. With R the followers'
+    ``resync_seconds`` (plus their ``poll_seconds``) and B the mover's budget: ``follow_seconds``
+    ≥ B plus the time to list the nodes (B + 10 s), and the mover's ``hold_seconds`` ≥ R +
+    ``follow_seconds``, so that it rechecks, switches and confirms a drain only once every
+    follower has stopped writing to the old owners. A follower that cannot reach the API for
+    longer than R lags behind that schedule.
     """
 
     def __init__(
@@ -137,11 +143,13 @@ class FrontendKit:
         confirm_drain: ConfirmDrain | None = None,
         resync_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        follow_seconds: float = 0.0,
     ) -> None:
         self._fetch_pool, self._secret, self._port = fetch_pool, secret, port
         self._on_applied = on_applied  # told each notice and the ring it made, in the worker
         self._mover, self._confirm_drain = mover, confirm_drain
         self._resync_seconds, self._clock = resync_seconds, clock
+        self._follow_seconds, self._follow_until = follow_seconds, float("-inf")
         self._lock = threading.Lock()  # guards the queue and the numbers below
         self._worker = threading.Lock()  # one apply_pending at a time
         self._routing_lock = threading.Lock()  # orders a move's copies against will_write
@@ -271,6 +279,9 @@ class FrontendKit:
         applied, resynced = 0, False
         with self._worker:
             self._confirmed_this_call = set()
+            routing = self._routing
+            if routing.moving is None and routing.target is not None and self._clock() >= self._follow_until:
+                self._publish(Routing(routing.ring))  # the follower's window is over
             try:
                 while True:
                     with self._lock:
@@ -337,14 +348,24 @@ class FrontendKit:
         self, old: Ring, new: Ring, change: str, sequence: int, removing: tuple[CacheNode, ...]
     ) -> None:
         """Go from ``old`` to ``new`` (warm with a mover), then confirm what was removed."""
-        if self._mover is not None and old.nodes and new.nodes and set(old.nodes) != set(new.nodes):
-            moving = Moving(self._routing_lock)
-            self._publish(Routing(old, target=new, moving=moving))
-            try:
-                self._moves.append(self._mover.move(old, new, moving, change=change, sequence=sequence))
-            except Exception:
-                log.exception("warm move for notice %d failed: switching without it", sequence)
-        self._publish(Routing(new))
+        changed = bool(old.nodes) and bool(new.nodes) and set(old.nodes) != set(new.nodes)
+        if self._mover is not None:
+            if changed:
+                moving = Moving(self._routing_lock)
+                self._publish(Routing(old, target=new, moving=moving))
+                try:
+                    self._moves.append(self._mover.move(old, new, moving, change=change, sequence=sequence))
+                except Exception:
+                    log.exception("warm move for notice %d failed: switching without it", sequence)
+            self._publish(Routing(new))
+        elif set(new.nodes) == set(self.ring.nodes):
+            pass  # nothing routes differently (and a follower's window runs on)
+        elif changed and self._follow_seconds > 0:
+            # A follower: read by the new ring, write to both owners while the mover may copy.
+            self._publish(Routing(new, target=old))
+            self._follow_until = self._clock() + self._follow_seconds
+        else:
+            self._publish(Routing(new))
         staying = set(new.nodes)
         removed = [node for node in (*old.nodes, *removing) if node not in staying]
         self._left = (self._left | set(removed)) - staying

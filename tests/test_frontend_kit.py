@@ -282,6 +282,30 @@ def test_without_a_mover_the_ring_switches_and_the_drained_node_is_confirmed_at_
     assert kit.last_moves == [] and kit.unconfirmed == ()
 
 
+def test_a_follower_writes_to_the_old_owners_too_for_follow_seconds_after_its_pool_changed() -> None:
+    now = [100.0]
+    api = FakeApi(0, ["10.0.0.1"])
+    kit = FrontendKit(api, follow_seconds=30, clock=lambda: now[0])
+    kit.apply_pending()
+    old = kit.ring
+    assert kit.routing == Routing(old)  # the first load is no change
+    api.set(1, ["10.0.0.1", "10.0.0.2"])
+    kit._needs_resync = True
+    kit.apply_pending()
+    new = kit.ring
+    assert kit.routing == Routing(new, target=old) and len(new) == 2
+    moved = next(key for key in KEYS if old.node_for(key) != new.node_for(key))
+    assert kit.routing.node_for(moved).ip == "10.0.0.2"
+    assert [node.ip for node in kit.will_write([moved]).nodes_for_write(moved)] == ["10.0.0.2", "10.0.0.1"]
+    now[0] += 29
+    kit._needs_resync = True  # a reload that changes nothing keeps the window open
+    kit.apply_pending()
+    assert kit.routing == Routing(new, target=old)
+    now[0] += 1
+    kit.apply_pending()
+    assert kit.routing == Routing(new)
+
+
 def _nodes_of(api: FakeApi) -> list[CacheNode]:
     return [
         CacheNode(node["id"], node["ip"]) for node in api.answer["nodes"] if node["state"] == "in_service"
