@@ -23,18 +23,20 @@ both owners (``Routing``):
 4. **Hold**, until ``hold_seconds`` have passed since the move began (see "Many processes" in
    ``FrontendKit``): front-ends that follow the pool through ``cache_list`` have reloaded it and
    stopped writing to the old owners by then.
-5. **Recheck.** The sources are listed again; a copied key whose ``cas`` changed or that is gone
+5. **Recheck.** Each copied key's ``cas`` is read again on its source (``me``, memcached's meta
+   debug command: no GET, no touch, no LRU bump); a key whose ``cas`` changed or that is gone
    was written or deleted on the source after it was read (by a write in flight when the move
    began, or by another process): its copy is deleted.
 6. **Sweep.** The new owners are listed again, and the keys they will own that were neither
    copied nor written through the kit are deleted. Then the kit switches.
 
 memcached's crawler is no snapshot: it passes over an item another thread holds at that moment
-(one just read from the cold end of its LRU and waiting for its bump, or one the LRU maintainer is
-moving: 32 of 100,000 items just written, in one run of ``bench.kit_moves``), so a listing can
-miss a few items. A key a source's listing misses is not copied (a miss later, never an older value); one the
-recheck misses loses its copy; a leftover must be missed by both listings of its node (steps 1 and
-6), while its key gets no ``add`` (step 3), to survive.
+(one read twice from the cold end of its LRU, waiting up to a second for its bump, or one the LRU
+maintainer is moving: 32 of 100,000 items just written, in one run of ``bench.kit_moves``), so a
+listing can miss items. A key a source's listing misses is not copied (a miss later, never an
+older value); a leftover must be missed by both listings of its node (steps 1 and 6), while its
+key gets no ``add`` (step 3), to survive. The recheck asks for each key rather than list: the
+copy's own reads make the items it copied likely to be passed over.
 
 Leftovers, the hold, the recheck and the sweep are not cut short by the budget: they are what
 keeps an older value from being served. A node that cannot be reached is left out (logged, and
@@ -311,6 +313,21 @@ class _Run:
             self.connections.fail(node, exc)
             return None
 
+    def _cas(self, node: CacheNode, keys: list[bytes]) -> dict[bytes, int] | None:
+        """The cas of each of ``keys`` still on ``node`` (``me``, a batch a round trip); None when
+        the node cannot be reached."""
+        connection = self.connections.get(node)
+        if connection is None:
+            return None
+        found: dict[bytes, int] = {}
+        try:
+            for at in range(0, len(keys), BATCH_KEYS * 10):
+                found |= connection.cas(keys[at : at + BATCH_KEYS * 10])
+        except OSError as exc:
+            self.connections.fail(node, exc)
+            return None
+        return found
+
     def _delete(self, node: CacheNode, keys: Sequence[bytes]) -> int:
         """Delete ``keys`` from ``node`` but those marked by a writer; the caller holds the lock."""
         keys = [key for key in keys if key not in self.moving.written]
@@ -446,12 +463,11 @@ class _Run:
             by_source[copied.source][copied.key] = copied
         stale: list[_Copied] = []
         for source, copies in by_source.items():
-            listed = self._metadump(source)
-            if listed is None:
+            current = self._cas(source, list(copies))
+            if current is None:
                 # It went away: what was copied is what it held last that anybody could read.
                 log.warning("warm move: %s not rechecked, its %d copies kept", source.id, len(copies))
                 continue
-            current = {item.key: item.cas for item in listed if item.key in copies}
             stale += [copied for key, copied in copies.items() if current.get(key) != copied.cas]
         if not stale:
             return

@@ -4,8 +4,9 @@ pymemcache 4.0.0 has no ``gat``, and a move must read values without a GET: memc
 ``get`` (and a meta ``mg``) in ``cmd_get``/``get_hits``, which the node agent publishes and the
 scaler turns into the pool's miss rate. So the copier lists keys with ``lru_crawler metadump all``
 (key, absolute expiry, last access, cas), reads them with ``gats <exptime> <key>`` (counted as
-``cmd_touch``/``touch_hits``; with the item's own expiry it changes nothing), and writes them with
-``add`` and ``delete`` (neither counts as a get). Each command is pipelined: a batch goes out in
+``cmd_touch``/``touch_hits``; with the item's own expiry it changes nothing), checks a key's cas
+with ``me <key>`` (meta debug: counted nowhere), and writes them with ``add`` and ``delete``
+(neither counts as a get). Each command is pipelined: a batch goes out in
 one write and its answers are read back in order.
 
 The node agent's miss-ratio curve reads memcached's ``watch fetchers`` stream, where a ``gats``
@@ -74,6 +75,9 @@ def valid_key(key: bytes) -> bool:
 
 # What memcached 1.6.18 prints per item (``crawler_metadump`` in its crawler.c).
 _METADUMP_ITEM = re.compile(rb"key=(\S+) exp=(-?\d+) la=(\d+) cas=(\d+) fetch=\S+ cls=\d+ size=(\d+)\n")
+
+
+_ME_CAS = re.compile(rb" cas=(\d+)")
 
 
 def parse_metadump(text: bytes, keys: dict[bytes, bytes] | None = None) -> list[Listed]:
@@ -206,6 +210,21 @@ class Connection:
             if line.startswith(b"SERVER_ERROR"):
                 continue  # this item only (e.g. memory): as if it were gone
             raise self._unexpected(line, f"gats {item.key[:60]!r}")
+        return found
+
+    def cas(self, keys: Sequence[bytes]) -> dict[bytes, int]:
+        """The cas of each key still there, from ``me`` (meta debug): counted neither as a GET nor
+        as a touch, and no LRU bump, unlike any read of the value."""
+        if not keys:
+            return {}
+        self._sock.sendall(b"".join(b"me %s\r\n" % key for key in keys))
+        found = {}
+        for key in keys:
+            line = self._line()
+            if line.startswith(b"ME ") and (match := _ME_CAS.search(line)):
+                found[key] = int(match[1])
+            elif line != b"EN":
+                raise self._unexpected(line, f"me {key[:60]!r}")
         return found
 
     def add(self, items: Sequence[tuple[bytes, Value, int]]) -> list[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -216,6 +217,34 @@ def test_the_copy_counts_no_get_on_any_node(pool: Pool) -> None:
         for counter in ("cmd_get", "get_hits", "get_misses"):
             assert after[node][counter] == before[node][counter], (node.ip, counter)
     assert sum(after[n]["cmd_touch"] - before[n]["cmd_touch"] for n in pool.nodes) >= report.keys_copied
+
+
+def cold_items(server: Memcached) -> int:
+    """Items in the cold segment of the server's LRUs (``stats items``)."""
+    answer = server.command(b"stats items\r\n").decode()
+    return sum(int(line.rsplit(" ", 1)[1]) for line in answer.splitlines() if ":number_cold " in line)
+
+
+def test_keys_the_front_end_reads_are_copied_and_kept_though_memcached_bumps_them(pool: Pool) -> None:
+    a, b, c = pool.nodes
+    old, new = Ring([a, b]), Ring([a, b, c])
+    keys = moving_keys(old, new, 400)
+    pool.fill(old, {key: b"v" for key in keys})
+    # Given items that memcached's LRU maintainer has moved to the cold segment, then read: a
+    # second read (the copier's) makes memcached bump each one asynchronously, and its crawler
+    # passes over an item waiting for its bump (a listing right after the copy sees none of them)
+    deadline = time.monotonic() + 10
+    while sum(cold_items(server) for server in pool.servers[:2]) < len(keys):
+        assert time.monotonic() < deadline, "memcached never moved the items to its cold segment"
+        time.sleep(0.05)
+    kit = kit_on(pool, [a, b], WarmMover())
+    assert kit.cache.get_many(keys) == dict.fromkeys(keys, b"v")
+    kit.handle({}, notice(1, [a, b, c], "increase"))
+    kit.apply_pending()
+    # Then every one is copied and stays: the recheck asks each key's cas (``me``), never a listing
+    (report,) = kit.last_moves
+    assert (report.keys_listed, report.keys_copied) == (400, 400)
+    assert all(pool.peek(c, key) == (0, b"v") for key in keys)
 
 
 def test_with_a_short_budget_the_hottest_keys_are_copied_first_and_the_rest_left(pool: Pool) -> None:
