@@ -84,10 +84,23 @@ class Ring:
 
     def node_for(self, key: str | bytes) -> CacheNode | None:
         """The node holding ``key``; None while the scaler has announced no node."""
+        return self.node_at(key_point(key))
+
+    def node_at(self, point: int) -> CacheNode | None:
+        """The node holding the keys at ``point`` (``key_point``) on the circle."""
         if not self._points:
             return None
-        index = bisect.bisect_left(self._points, key_point(key))
+        index = bisect.bisect_left(self._points, point)
         return self._owners[index % len(self._owners)]
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ring) and other.nodes == self.nodes
+
+    def __hash__(self) -> int:
+        return hash(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"Ring({[node.server_string for node in self.nodes]})"

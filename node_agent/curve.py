@@ -17,6 +17,11 @@ Each sample ends with a marker on the stats connection (``touch node-agent-mark-
 that counts as a touch, not a GET), and the curve of an interval is cut when the marker comes
 through. The share of the interval's ``cmd_get`` seen as GETs in the stream must be within
 ``[MIN_SHARE, MAX_SHARE]``, with no ``skipped`` line, or no curve is published for it.
+
+The front-end kit's warm moves read with ``gats`` (a touch to memcached, not a GET: ``cmd_get`` is
+unmoved) and delete and add, all of which stream ``item_get`` lines like a GET. Its copier opens
+each connection with ``touch frontend-kit-copier 0`` and ends it with ``touch
+frontend-kit-copier-done 0``: the lines of that connection (``cfd``) in between are left out.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from node_agent.stack import FACTORS, NEW_INDEX, StackCurve
 LOG = logging.getLogger(__name__)
 
 MARKER_PREFIX = "node-agent-mark-"
+# The same keys as frontend_kit/protocol.py's COPIER_HELLO and COPIER_DONE (the agent ships
+# without the kit, so it cannot import them; tests/test_node_agent.py checks they agree).
+COPIER_KEY = "frontend-kit-copier"
+COPIER_DONE_KEY = "frontend-kit-copier-done"
 MIN_SHARE = 0.9
 MAX_SHARE = 1.1
 HIT_INDEX = FACTORS.index("1")
@@ -45,6 +54,7 @@ class CurveTally:
         self.stack = StackCurve(capacity)
         self.lock = threading.Condition()
         self._pending: dict[str, str] = {}  # cfd → key of an item_get that may be a write's lookup
+        self._copiers: set[str] = set()  # cfds of the front-end kit's copier connections
         self.counts = [0] * (NEW_INDEX + 1)
         self.skipped = 0
         self.marker = -1
@@ -54,6 +64,7 @@ class CurveTally:
         with self.lock:
             self.stack = StackCurve(self.stack.capacity)
             self._pending.clear()
+            self._copiers.clear()
 
     def feed(self, line: str) -> None:
         """One line of the stream."""
@@ -64,10 +75,20 @@ class CurveTally:
         fields = dict(part.partition("=")[::2] for part in line.split(" "))
         kind, key, cfd = fields.get("type"), fields.get("key", ""), fields.get("cfd", "")
         with self.lock:
+            if cfd in self._copiers:
+                if kind == "item_get" and key == COPIER_DONE_KEY:
+                    self._copiers.discard(cfd)
+                return  # the kit's copier: its reads and writes are not the front-end's GETs
             if kind == "item_store":
                 if self._pending.get(cfd) == key:
                     del self._pending[cfd]  # that lookup was the write's, not a GET
             elif kind == "item_get":
+                if key == COPIER_KEY:
+                    earlier = self._pending.pop(cfd, None)  # the connection that had this cfd before
+                    if earlier is not None:
+                        self._count(earlier)
+                    self._copiers.add(cfd)
+                    return
                 if key.startswith(MARKER_PREFIX):
                     self._settle_all()
                     self.marker = int(key[len(MARKER_PREFIX) :])

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from frontend_kit import FrontendKit, wsgi_app
+from frontend_kit import FrontendKit, Moving, Routing, wsgi_app
 from frontend_kit.notifications import signature
 from frontend_kit.ring import CacheNode, Ring
 
@@ -252,6 +252,64 @@ def test_a_failed_reload_keeps_the_queue_for_the_next_call() -> None:
     kit._fetch_pool = FakeApi(4, ["10.0.0.1"])
     assert kit.apply_pending() == 1
     assert _ring_ips(kit) == {"10.0.0.5"}
+
+
+def test_during_a_move_reads_go_to_the_old_owner_and_writes_to_both() -> None:
+    nodes = _nodes(3)
+    old, new = Ring(nodes[:2]), Ring(nodes)
+    routing = Routing(old, target=new, moving=Moving())
+    moving = next(key for key in KEYS if old.node_for(key) != new.node_for(key))
+    staying = next(key for key in KEYS if old.node_for(key) == new.node_for(key))
+    assert routing.node_for(moving) == old.node_for(moving)
+    assert routing.nodes_for_write(moving) == (old.node_for(moving), nodes[2])
+    assert routing.nodes_for_write(staying) == (old.node_for(staying),)
+    assert Routing(new).nodes_for_write(moving) == (nodes[2],) and Routing(Ring()).nodes_for_write("k") == ()
+    assert routing.nodes == frozenset(nodes) and routing == Routing(old, target=new)
+
+
+def test_without_a_mover_the_ring_switches_and_the_drained_node_is_confirmed_at_once() -> None:
+    confirmed: list[CacheNode] = []
+    api = FakeApi(0, ["10.0.0.1", "10.0.0.2"])
+    kit = FrontendKit(api, secret=SECRET, confirm_drain=confirmed.append)
+    body = _notice(1, ["10.0.0.1"], change="decrease") | {
+        "removing": [{"id": "i-10.0.0.2", "ip": "10.0.0.2"}]
+    }
+    kit.apply_pending()
+    assert kit.will_write(["k"]) == Routing(Ring(_nodes_of(api)))
+    kit.handle(*_signed(body))
+    kit.apply_pending()
+    assert _ring_ips(kit) == {"10.0.0.1"} and [node.ip for node in confirmed] == ["10.0.0.2"]
+    assert kit.last_moves == [] and kit.unconfirmed == ()
+
+
+def test_a_follower_writes_to_the_old_owners_too_for_follow_seconds_after_its_pool_changed() -> None:
+    now = [100.0]
+    api = FakeApi(0, ["10.0.0.1"])
+    kit = FrontendKit(api, follow_seconds=30, clock=lambda: now[0])
+    kit.apply_pending()
+    old = kit.ring
+    assert kit.routing == Routing(old)  # the first load is no change
+    api.set(1, ["10.0.0.1", "10.0.0.2"])
+    kit._needs_resync = True
+    kit.apply_pending()
+    new = kit.ring
+    assert kit.routing == Routing(new, target=old) and len(new) == 2
+    moved = next(key for key in KEYS if old.node_for(key) != new.node_for(key))
+    assert kit.routing.node_for(moved).ip == "10.0.0.2"
+    assert [node.ip for node in kit.will_write([moved]).nodes_for_write(moved)] == ["10.0.0.2", "10.0.0.1"]
+    now[0] += 29
+    kit._needs_resync = True  # a reload that changes nothing keeps the window open
+    kit.apply_pending()
+    assert kit.routing == Routing(new, target=old)
+    now[0] += 1
+    kit.apply_pending()
+    assert kit.routing == Routing(new)
+
+
+def _nodes_of(api: FakeApi) -> list[CacheNode]:
+    return [
+        CacheNode(node["id"], node["ip"]) for node in api.answer["nodes"] if node["state"] == "in_service"
+    ]
 
 
 # -- the WSGI app ----------------------------------------------------------------------------

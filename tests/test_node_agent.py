@@ -43,17 +43,19 @@ def free_port() -> int:
 class Memcached:
     """A real memcached process on a loopback port; ``restart`` keeps the port, changes the pid."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, memory_mb: int = 2, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host, self.port = host, port or free_port()
+        self.memory_mb = memory_mb
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def start(self) -> None:
         # One worker thread: the watch stream then keeps the order the commands were made in.
-        command = [MEMCACHED, "-u", "nobody", "-l", "127.0.0.1", "-p", str(self.port), "-m", "2", "-t", "1"]
+        command = [MEMCACHED, "-u", "nobody", "-l", self.host, "-p", str(self.port), "-t", "1"]
+        command += ["-m", str(self.memory_mb)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while True:
@@ -587,3 +589,68 @@ def test_a_write_lookup_is_not_a_get_and_dropped_lines_publish_no_curve() -> Non
     tally.feed(stream_line("item_get", f"{MARKER_PREFIX}4"))
     curve._sequence = 4
     assert curve(IntervalCounts(0, 0)) == [0] * 7
+
+
+def test_the_front_end_kits_copier_is_left_out_of_the_curve_until_it_says_it_is_done() -> None:
+    from frontend_kit import protocol
+    from node_agent.counters import IntervalCounts
+    from node_agent.curve import COPIER_DONE_KEY, COPIER_KEY, MARKER_PREFIX, StreamCurve
+
+    # The agent ships without the kit: the two sides hold the same keys
+    assert (COPIER_KEY, COPIER_DONE_KEY) == (protocol.COPIER_HELLO, protocol.COPIER_DONE)
+    curve = StreamCurve(("127.0.0.1", 1), 8, marker_wait=0)
+    for line in (
+        stream_line("item_get", "a", cfd=9),  # a front-end's GET, pending on its cfd
+        stream_line("item_get", COPIER_KEY, cfd=9, status="not_found"),  # the fd now is a copier's
+        stream_line("item_get", "b", cfd=9),  # the copier's gats, delete, add: none is a GET
+        stream_line("item_get", "c", cfd=9, status="not_found"),
+        stream_line("item_store", "c", cfd=9),
+        stream_line("item_get", "a", cfd=12),  # another connection's GET counts
+        stream_line("item_get", COPIER_DONE_KEY, cfd=9, status="not_found"),
+        stream_line("item_get", "d", cfd=9),  # the fd's next connection is a front-end again
+        stream_line("item_get", f"{MARKER_PREFIX}1", status="not_found"),
+    ):
+        curve.tally.feed(line)
+    curve._sequence = 1
+    # "a" twice (a miss, then a hit at any size) and "d" (a miss): three GETs, one hit
+    assert curve(IntervalCounts(3, 1)) == [1] * 7
+    # A new stream forgets the copiers: the fd is somebody else's on a restarted memcached
+    curve.tally.feed(stream_line("item_get", COPIER_KEY, cfd=30, status="not_found"))
+    curve.tally.reset()
+    curve.tally.feed(stream_line("item_get", "e", cfd=30))
+    curve.tally.feed(stream_line("item_get", f"{MARKER_PREFIX}2", status="not_found"))
+    curve._sequence = 2
+    assert curve(IntervalCounts(1, 0)) == [0] * 7
+
+
+def test_a_warm_move_through_a_node_leaves_its_gets_and_its_curve_alone(memcached: Memcached) -> None:
+    from frontend_kit.protocol import Connection
+    from node_agent.curve import StreamCurve
+
+    # Given a node followed by its agent's curve, holding 300 items
+    curve = StreamCurve(memcached.address, 40, marker_wait=2)
+    curve.start()
+    try:
+        clock, cloudwatch = Clock(), FakeCloudWatch()
+        agent = make_agent(memcached, clock, cloudwatch)
+        agent._read_counters, agent._curve = curve.read_counters, curve
+        keys = [f"k{n}" for n in range(300)]
+        memcached.set(*keys)
+        agent.step()
+        # When a front-end GETs 50 keys while the kit's copier reads, deletes and adds 300
+        memcached.get(*keys[:50])
+        with Connection(memcached.address, connect_timeout=2, io_timeout=2) as copier:
+            listed = copier.metadump()
+            values = copier.gats(listed)
+            assert len(values) == 300
+            assert copier.delete(item.key for item in listed[:100]) == 100
+            added = copier.add([(item.key, values[item.key], item.exptime) for item in listed[:100]])
+            assert added == [b"STORED"] * 100
+        memcached.get(*keys[:50])
+        published = figures_within(step(agent, clock))
+    finally:
+        curve.stop()
+    # Then the node published the 100 GETs alone, and its curve (withheld when the stream's GETs
+    # stray from cmd_get by more than 10 %) is there
+    assert published["GetRequests"] == 100
+    assert set(published) == {"GetRequests", "Hits", "0.125", "0.25", "0.5", "1", "2", "4", "8"}
