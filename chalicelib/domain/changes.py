@@ -94,7 +94,7 @@ def drain_confirmed(pool: Pool, node: Node, ip: str | None, *, at: datetime, sou
         at,
         change="drain_confirmed",
         removed=[node.id],
-        reason=f"the front-end confirmed {node.id}{_at(ip)} may go: terminated",
+        reason=f"the drain of {node.id}{_at(ip)} was confirmed: terminated",
         source_ip=source_ip,
     )
     trimmed = dict(list(confirmed.items())[-CONFIRMED_KEPT:])
