@@ -247,6 +247,27 @@ def test_a_confirmation_for_no_draining_node_is_refused(ip: str, error: type[Exc
         changes.draining_at(serving(2), ip)
 
 
+def test_a_drain_confirmed_by_node_id_is_the_same_confirmation() -> None:
+    pool = serving(3)
+    drained = replace(pool.nodes[2], state=DRAINING, drain_delivered=True)
+    pool = pool.with_nodes([*pool.nodes[:2], drained])
+    assert changes.draining_node(pool, "i-2") == drained
+    with pytest.raises(PoolConflictError, match="i-0 at 10.0.0.0 is in_service, not draining"):
+        changes.draining_node(pool, "i-0")
+    with pytest.raises(UnknownNodeError):
+        changes.draining_node(pool, "i-9")
+    after = changes.drain_confirmed(pool, drained, drained.ip, at=NOW, source_ip="cli").pool
+    # Confirmed again, by id or by IP, after it went: the same id, not an error.
+    assert changes.draining_node(after, "i-2") == changes.draining_at(after, "10.0.0.2") == "i-2"
+
+
+def test_a_draining_node_without_an_ip_is_confirmed_by_id_alone() -> None:
+    drained = Node("i-7", DRAINING, drain_delivered=True)
+    change = changes.drain_confirmed(Pool(nodes=(drained,)), drained, None, at=NOW, source_ip="cli")
+    assert change.pool.terminating == ("i-7",) and not change.pool.confirmed
+    assert change.record.body["reason"] == "the drain of i-7 was confirmed: terminated"
+
+
 def test_confirmations_are_remembered_within_a_bound() -> None:
     pool = Pool(confirmed={f"10.1.0.{n}": f"i-old{n}" for n in range(changes.CONFIRMED_KEPT)})
     drained = Node("i-new", DRAINING, ip="10.0.0.1", drain_delivered=True)

@@ -17,6 +17,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import NoRegionError
+
+from chalicelib.domain.errors import ConfigurationError
 
 # Short timeouts and few retries: a tick runs every minute, and a stuck call must fail
 # fast so that the next tick can try again rather than pile up behind this one.
@@ -32,13 +35,22 @@ _lock = threading.Lock()
 
 
 def client(service: str) -> Any:
-    """Return the cached boto3 client for ``service``, creating it on first use."""
+    """Return the cached boto3 client for ``service``, creating it on first use.
+
+    Settings that make no client (no region, an endpoint that is no URL) raise
+    :class:`ConfigurationError`, which names them.
+    """
     with _lock:
         if service not in _clients:
             if not _session:
                 _session.append(boto3.session.Session())
             # boto3 honours AWS_ENDPOINT_URL (and per-service variants) itself, read here.
-            _clients[service] = _session[0].client(service, config=_BOTO_CONFIG)
+            try:
+                _clients[service] = _session[0].client(service, config=_BOTO_CONFIG)
+            except NoRegionError as exc:
+                raise ConfigurationError("no AWS region: set AWS_DEFAULT_REGION") from exc
+            except ValueError as exc:  # botocore's "Invalid endpoint: …"
+                raise ConfigurationError(f"{exc} (is AWS_ENDPOINT_URL a URL?)") from exc
         return _clients[service]
 
 

@@ -81,19 +81,20 @@ def _member(current: Node | None, instance: Instance) -> Node:
     return replace(current, state=IN_SERVICE) if current.state == DRAINING else current
 
 
-def drain_confirmed(pool: Pool, node: Node, ip: str, *, at: datetime, source_ip: str) -> Change:
-    """The front-end confirmed that draining ``node`` at ``ip`` may go: it leaves the list and
-    is to be terminated. Refused (503, try again) while its ``decrease`` is undelivered."""
+def drain_confirmed(pool: Pool, node: Node, ip: str | None, *, at: datetime, source_ip: str) -> Change:
+    """The front-end (or an operator) confirmed that draining ``node`` at ``ip`` may go: it leaves
+    the list and is to be terminated. Refused (503, try again) while its ``decrease`` is
+    undelivered. The confirmation is remembered by IP, when the node has one."""
     if not node.drain_delivered:
         # SPEC: a node goes only after its decrease was answered with a 2xx. A front-end may
         # confirm a breath before that answer is recorded: it tries again shortly.
-        raise BusyError(f"{node.id} at {ip} is draining, its decrease not delivered yet; try again")
-    confirmed = {**(pool.confirmed or {}), ip: node.id}
+        raise BusyError(f"{node.id}{_at(ip)} is draining, its decrease not delivered yet; try again")
+    confirmed = {**(pool.confirmed or {}), **({ip: node.id} if ip else {})}
     record = membership_record(
         at,
         change="drain_confirmed",
         removed=[node.id],
-        reason=f"the front-end confirmed {node.id} at {ip} may go: terminated",
+        reason=f"the drain of {node.id}{_at(ip)} was confirmed: terminated",
         source_ip=source_ip,
     )
     trimmed = dict(list(confirmed.items())[-CONFIRMED_KEPT:])
@@ -111,6 +112,23 @@ def draining_at(pool: Pool, ip: str) -> Node | str:
     if node is None:
         raise UnknownNodeError(f"no node of the pool has IP {ip}")
     raise PoolConflictError(f"{node.id} at {ip} is {node.state}, not draining")
+
+
+def draining_node(pool: Pool, node_id: str) -> Node | str:
+    """The draining node ``node_id``, or ``node_id`` itself when an earlier confirmation ended
+    it: :func:`draining_at` for a caller who knows the node by id (an operator), not by IP."""
+    node = pool.node(node_id)
+    if node is not None and node.state == DRAINING:
+        return node
+    if node_id in (pool.confirmed or {}).values():
+        return node_id
+    if node is None:
+        raise UnknownNodeError(f"no node of the pool has id {node_id}")
+    raise PoolConflictError(f"{node_id}{_at(node.ip)} is {node.state}, not draining")
+
+
+def _at(ip: str | None) -> str:
+    return f" at {ip}" if ip else ""
 
 
 def terminate_all(pool: Pool, doomed: Sequence[str], *, at: datetime, source_ip: str) -> Change | None:

@@ -35,6 +35,10 @@ class DependencyError(ScalerError):
     """An AWS call failed; the request may be retried (HTTP 503)."""
 
 
+class ConfigurationError(ScalerError):
+    """The deployment's settings are wrong (an environment variable): no retry helps."""
+
+
 class VersionConflictError(ScalerError):
     """A conditional write lost against another writer; re-read and try again."""
 

@@ -41,16 +41,31 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int, *, minute_multiple: bool = False) -> int:
+def _whole(
+    env: Mapping[str, str], name: str, default: int, *, unit: str = "seconds", minute_multiple: bool = False
+) -> int:
     text = env.get(name)
     if not text:
         return default
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number of seconds, got {text!r}") from None
+        raise ValueError(f"{name} must be a whole number of {unit}, got {text!r}") from None
     if value <= 0 or (minute_multiple and value % 60):
         raise ValueError(f"{name} must be positive{' and a multiple of 60' if minute_multiple else ''}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {text!r}")
     return value
 
 
@@ -138,14 +153,14 @@ class Settings:
                 user_data_file=env.get("NODE_USER_DATA_FILE") or None,
             ),
             metric_names=MetricNames.from_env(env),
-            metrics_window_seconds=_seconds(env, "METRICS_WINDOW_SECONDS", 60, minute_multiple=True),
+            metrics_window_seconds=_whole(env, "METRICS_WINDOW_SECONDS", 60, minute_multiple=True),
             node_readiness=readiness,
-            launch_timeout_seconds=_seconds(env, "LAUNCH_TIMEOUT_SECONDS", 600),
-            node_silent_seconds=_seconds(env, "NODE_SILENT_SECONDS", 300),
-            drain_timeout_seconds=_seconds(env, "DRAIN_TIMEOUT_SECONDS", 300),
+            launch_timeout_seconds=_whole(env, "LAUNCH_TIMEOUT_SECONDS", 600),
+            node_silent_seconds=_whole(env, "NODE_SILENT_SECONDS", 300),
+            drain_timeout_seconds=_whole(env, "DRAIN_TIMEOUT_SECONDS", 300),
             frontend_notify_url=env.get("FRONTEND_NOTIFY_URL") or None,
             frontend_notify_secret=env.get("FRONTEND_NOTIFY_SECRET") or None,
-            frontend_notify_timeout_seconds=float(env.get("FRONTEND_NOTIFY_TIMEOUT_SECONDS") or 3.0),
-            history_ttl_days=int(env.get("HISTORY_TTL_DAYS") or 30),
+            frontend_notify_timeout_seconds=_number(env, "FRONTEND_NOTIFY_TIMEOUT_SECONDS", 3.0),
+            history_ttl_days=_whole(env, "HISTORY_TTL_DAYS", 30, unit="days"),
             stage=stage,
         )

@@ -22,7 +22,7 @@ from chalicelib.domain.clock import WallClock, wall_clock
 from chalicelib.domain.config import MAX_NODES
 from chalicelib.domain.errors import PoolConflictError, ValidationError, retry_on_conflict
 from chalicelib.domain.instances import Instance, NodeIdentity
-from chalicelib.domain.pool import Pool
+from chalicelib.domain.pool import Node, Pool
 from chalicelib.domain.settings import Settings
 from chalicelib.service.executor import apply_change, end_terminating, refuse_if_held, settle_tags
 
@@ -176,16 +176,23 @@ class Membership:
         once it may go. A repeated confirmation answers the same id (recent confirmations are
         remembered), and finishes a termination that EC2 failed the first time.
         """
+        return self._confirm(lambda pool: changes.draining_at(pool, ip), source_ip=source_ip)
 
+    def confirm_drain_of(self, node_id: str, *, source_ip: str) -> str:
+        """:meth:`confirm_drain` for the node with id ``node_id`` (operators know nodes by id)."""
+        return self._confirm(lambda pool: changes.draining_node(pool, node_id), source_ip=source_ip)
+
+    def _confirm(self, find: Callable[[Pool], Node | str], *, source_ip: str) -> str:
         def attempt() -> str:
             pool = self.store.load_pool()
-            node = changes.draining_at(pool, ip)
+            node = find(pool)
             if isinstance(node, str):  # confirmed before: finish its end if EC2 failed it
                 if node in pool.terminating:
                     end_terminating(self.store, self.ec2, pool)
                 return node
             refuse_if_held(pool, self.wall_clock())
-            self._apply(changes.drain_confirmed(pool, node, ip, at=self.clock(pool), source_ip=source_ip))
+            change = changes.drain_confirmed(pool, node, node.ip, at=self.clock(pool), source_ip=source_ip)
+            self._apply(change)
             return node.id
 
         return retry_on_conflict(attempt)

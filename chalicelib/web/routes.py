@@ -7,22 +7,20 @@ HTTP codes in ``chalicelib.web.http_errors.handle_errors``.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from chalice import Blueprint, NotFoundError, Response
 
 from chalicelib.adapters.dynamodb import StateStore
 from chalicelib.adapters.frontend import Deadline
-from chalicelib.domain import config as config_rules
-from chalicelib.domain.clock import wall_clock
 from chalicelib.domain.errors import ValidationError
 from chalicelib.domain.notices import last_delivered
 from chalicelib.domain.pool import Pool, describe_nodes
 from chalicelib.domain.settings import Settings
 from chalicelib.service import wiring
+from chalicelib.service.config_change import change_config
+from chalicelib.service.history import parse_minutes, pool_clock, read_history
 from chalicelib.service.manual import parse_target_size, parse_test_miss_rate, resize, set_test_miss_rate
 from chalicelib.service.membership import Membership, parse_cache_pool_ids
 from chalicelib.service.tick import TickDeps
@@ -33,9 +31,6 @@ from chalicelib.web.pages import instances_page
 
 api = Blueprint(__name__)
 
-DEFAULT_HISTORY_MINUTES = 60
-MAX_HISTORY_MINUTES = 7 * 24 * 60
-_WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 # API Gateway answers 504 after 29 s, whatever the function's own timeout.
 REQUEST_SECONDS = 25.0
 
@@ -50,11 +45,6 @@ def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[
         return view
 
     return register
-
-
-def pool_clock(pool: Pool) -> datetime:
-    """The time stamped on records that routes write: the pool's clock (see ``Pool.clock``)."""
-    return pool.clock(wall_clock())
 
 
 def _settings() -> Settings:
@@ -142,10 +132,8 @@ def get_config() -> dict[str, Any]:
 @route("/api/scaler/config", methods=["POST"])
 def post_config() -> dict[str, Any]:
     pairs, from_form = _body()
-    patch = config_rules.parse_patch(single_valued(pairs), from_form=from_form)
-    store = _store(_settings())
-    now = pool_clock(store.load_pool())
-    return config_rules.update_config(store, patch, source_ip=_source_ip(), now=now)
+    fields = single_valued(pairs)
+    return change_config(_store(_settings()), fields, from_form=from_form, source_ip=_source_ip())
 
 
 @route("/api/scaler/cache_list", methods=["GET"])
@@ -213,15 +201,5 @@ def history() -> dict[str, Any]:
     unknown = sorted(set(params) - {"minutes"})
     if unknown:
         raise ValidationError(f"unknown query parameter(s): {', '.join(unknown)}")
-    minutes = _minutes(params.get("minutes"))
-    store = _store(_settings())
-    until = store.load_pool().history_until(wall_clock())
-    return {"records": store.history(minutes, until)}
-
-
-def _minutes(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_HISTORY_MINUTES
-    if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_HISTORY_MINUTES:
-        raise ValidationError(f"minutes must be an integer from 1 to {MAX_HISTORY_MINUTES}, got {text!r}")
-    return int(text)
+    minutes = parse_minutes(params.get("minutes"))
+    return {"records": read_history(_store(_settings()), minutes)}
