@@ -125,7 +125,7 @@ def test_a_window_is_open_at_exactly_the_minutes_it_covers(
 
 def test_windows_are_stored_in_one_shape() -> None:
     parsed = parse_floors(
-        [{"start": " 9:05", "duration_minutes": 30, "min_pool_size": 2, "days": ["SUN", "fri"]}], max_size=8
+        [{"start": " 9:05", "duration_minutes": 30, "min_pool_size": 2, "days": ["sun", "fri"]}], max_size=8
     )
     assert parsed == [{"start": "09:05", "duration_minutes": 30, "min_pool_size": 2, "days": ["fri", "sun"]}]
 
@@ -137,6 +137,7 @@ def test_every_problem_of_every_window_is_reported_at_once() -> None:
         "18:00",
         {"start": "18:00", "duration_minutes": 1441, "min_pool_size": True},
         {"start": "18:00", "duration_minutes": 10081, "min_pool_size": 2, "days": ["fri", "fri"]},
+        {"start": "18:00", "duration_minutes": 60, "min_pool_size": 2, "days": ["Fri", "weekend"]},
         {"days": [], "duration_minutes": 2.0},
     ]
     with pytest.raises(ValidationError) as caught:
@@ -153,11 +154,12 @@ def test_every_problem_of_every_window_is_reported_at_once() -> None:
         "scheduled_floors[4].days: a day given twice",
         "scheduled_floors[4].duration_minutes: must be an integer 1..10080 (with days: at most a week), "
         "got 10081",
-        "scheduled_floors[5].start: required",
-        "scheduled_floors[5].min_pool_size: required",
-        "scheduled_floors[5].days: must be a non-empty list of mon, tue, wed, thu, fri, sat, sun "
+        "scheduled_floors[5].days: 'Fri', 'weekend' not one of mon, tue, wed, thu, fri, sat, sun",
+        "scheduled_floors[6].start: required",
+        "scheduled_floors[6].min_pool_size: required",
+        "scheduled_floors[6].days: must be a non-empty list of mon, tue, wed, thu, fri, sat, sun "
         "(or left out: every day)",
-        "scheduled_floors[5].duration_minutes: must be an integer 1..10080 (with days: at most a week), "
+        "scheduled_floors[6].duration_minutes: must be an integer 1..10080 (with days: at most a week), "
         "got 2.0",
         "min_pool_size: must be 1..8, got 0",
     ]

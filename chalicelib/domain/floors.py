@@ -188,7 +188,6 @@ def _window_problems(window: Any, max_size: int) -> Floor | list[str]:
             problems.append(f".days: must be a non-empty list of {', '.join(DAYS)} (or left out: every day)")
             days = None
         else:
-            days = [day.strip().lower() for day in days]
             unknown = [day for day in days if day not in DAYS]
             if unknown:
                 problems.append(f".days: {', '.join(map(repr, unknown))} not one of {', '.join(DAYS)}")
