@@ -327,3 +327,17 @@ def test_a_scheduled_floor_lifts_the_pool_at_its_start_and_lets_it_shrink_after(
     assert (after["action"], after["target_size"]) == ("scale_in", 1), after
     assert "scheduled_floor" not in after and "floor" not in after["reason"]
     assert len(members(client)) == 1
+
+
+def test_cache_list_says_since_when_and_until_when_a_node_is_launching(client: Client) -> None:
+    tick(client, 0)
+    (node,) = nodes(client)
+    assert (node["state"], node["since"], node["deadline"]) == (
+        "launching",
+        "2026-11-26T12:00:00Z",
+        "2026-11-26T12:10:00Z",  # LAUNCH_TIMEOUT_SECONDS after the tick that launched it
+    )
+    serve(client, 1, 0.5)
+    tick(client, 1)
+    (node,) = nodes(client)
+    assert (node["state"], node["since"], node["deadline"]) == ("in_service", "2026-11-26T12:01:00Z", None)
