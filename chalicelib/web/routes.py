@@ -128,7 +128,13 @@ def static_asset(name: str) -> Response:
     if found is None:
         raise NotFoundError(f"no asset named {name!r}")
     # Pages link assets with ``?v=<content hash>``, so a day's caching never serves a stale copy.
-    headers = {"Content-Type": found.content_type, "Cache-Control": "public, max-age=86400"}
+    # A text type, which API Gateway compresses (``minimum_compression_size``) for clients that
+    # accept it: caches keep the two answers apart by Accept-Encoding.
+    headers = {
+        "Content-Type": found.content_type,
+        "Cache-Control": "public, max-age=86400",
+        "Vary": "Accept-Encoding",
+    }
     return Response(body=found.body, status_code=200, headers=headers)
 
 
