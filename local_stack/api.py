@@ -3,8 +3,8 @@
 API Gateway compresses a response when the stage's config sets ``minimum_compression_size``,
 the request's ``Accept-Encoding`` accepts a coding it supports, the integration's answer has no
 ``Content-Encoding`` and is at least that size. ``chalice local`` compresses nothing, so a
-dashboard on the local stack would load Chart.js's 200 KB uncompressed where the deployed one
-loads about 70 KB: this server does what ``chalice local --no-autoreload`` does, and then, for
+dashboard on the local stack would load Chart.js's 208 KB uncompressed where the deployed one
+loads 71 KB: this server does what ``chalice local --no-autoreload`` does, and then, for
 answers that qualify, what API Gateway does (gzip only).
 
     python -m local_stack.api --host 127.0.0.1 --port 8000 --stage dev
