@@ -194,8 +194,12 @@ def replay(
     progress: Callable[[int, dict[str, Any]], None] | None = None,
     tier: TierFactory = simulated_tier,
     endpoint: str | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Replay:
     """Replay ``setup``'s day against the scaler with ``policy`` (or ``baseline`` as its rule).
+
+    ``config``: fields set over the replay's config, e.g. ``{"auto_mode": False, "shadow_policy":
+    "predictive"}`` for a day in which the predictive policy is only watched.
 
     ``tier`` makes the cache tier (inside the replay's environment, so a ``MemcachedTier``'s
     agents inherit it); ``endpoint``: the URL of a moto server running in this process, instead
@@ -223,9 +227,8 @@ def replay(
         deps.store.create_table()
         client = Client(app, stage_name="dev", project_dir=str(PROJECT_DIR))
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-        answer = client.http.post(
-            "/api/scaler/config", headers=headers, body=json.dumps(policy_config(policy))
-        )
+        settings_body = json.dumps({**policy_config(policy), **(config or {})})
+        answer = client.http.post("/api/scaler/config", headers=headers, body=settings_body)
         if answer.status_code != 200:
             raise RuntimeError(f"config refused: {answer.status_code} {answer.body!r}")
         cloud = Cloud(os.environ)

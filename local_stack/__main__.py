@@ -1,6 +1,7 @@
-"""Start the local stack: moto on ``MOTO_PORT``, the table, ``chalice local`` on ``PORT``, a
-scheduler that invokes the real scheduled function every ``TICK_SECONDS``, and (unless
-``SIMULATE=0``) a simulated cache tier with its workload that also plays the front-end.
+"""Start the local stack: moto on ``MOTO_PORT``, the table, ``chalice local`` on ``PORT`` (with API
+Gateway's compression: ``local_stack/api.py``), a scheduler that invokes the real scheduled
+function every ``TICK_SECONDS``, and (unless ``SIMULATE=0``) a simulated cache tier with its
+workload that also plays the front-end.
 
 Runs until Ctrl-C or SIGTERM, then stops everything and exits 0.
 """
@@ -93,18 +94,17 @@ def _prepare_emulator() -> None:
 
 
 def _start_api(port: int) -> subprocess.Popen[bytes]:
-    chalice = Path(sys.executable).parent / "chalice"
-    if not chalice.exists():
-        raise StartError(f"{chalice} not found; install requirements-dev.txt into this environment")
-    # No autoreload: its watcher stats every file under the project (the .venv included) each
-    # second and restarts on any new file, and it adds a grandchild that SIGTERM would orphan.
-    options = ["--host", HOST, "--port", str(port), "--stage", STAGE, "--no-autoreload"]
+    # What ``chalice local --no-autoreload`` serves, compressed as API Gateway would
+    # (local_stack/api.py). No autoreload: its watcher stats every file under the project (the
+    # .venv included) each second and restarts on any new file, and adds a grandchild that
+    # SIGTERM would orphan.
+    options = ["--host", HOST, "--port", str(port), "--stage", STAGE]
     # The child inherits an ignored SIGINT, so Ctrl-C at the terminal (sent to the whole
     # process group) reaches only us and we stop the child in order, without its traceback.
     # It stays in our process group, so a supervisor's killpg still reaches it.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.Popen([str(chalice), "local", *options], cwd=PROJECT_DIR)
+        return subprocess.Popen([sys.executable, "-m", "local_stack.api", *options], cwd=PROJECT_DIR)
     finally:
         signal.signal(signal.SIGINT, previous)
 

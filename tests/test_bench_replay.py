@@ -138,3 +138,18 @@ def test_the_command_prints_the_tables_and_its_last_line_and_reads_back_what_it_
     table = [line for line in first.splitlines() if line.startswith("|")]
     assert table == [line for line in again.splitlines() if line.startswith("|")]
     assert again.strip().splitlines()[-1] == lines[-1]
+
+
+def test_a_shadow_day_records_would_be_decisions_and_changes_nothing() -> None:
+    """Manual mode with the predictive policy in the shadow: every tick records what it would
+    have done, and the pool stays where the bounds put it."""
+    watched = {"auto_mode": False, "shadow_policy": "predictive", "min_pool_size": 2}
+    day = replay(replace(SHORT, minutes=12), "shadow", policy="ratio", config=watched)
+    assert (day.decisions[0]["action"], day.decisions[0]["target_size"]) == (REPAIR, 2)
+    assert all(d["action"] == HOLD and d["target_size"] == 2 for d in day.decisions[1:])
+    assert all("observed only" in d["reason"] for d in day.decisions[1:])
+    shadows = [d["shadow"] for d in day.decisions]
+    assert {shadow["policy"] for shadow in shadows} == {"predictive"}
+    assert any(shadow["action"] == SCALE_OUT and shadow["target_size"] > 2 for shadow in shadows), shadows
+    # The shadow reads the curve the nodes publish, although the acting ratio policy does not.
+    assert any("curve predicts" in shadow["reason"] for shadow in shadows)

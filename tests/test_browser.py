@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -67,6 +68,8 @@ COMMAND_TIMEOUT_SECONDS = 60.0
 HTTP_TIMEOUT_SECONDS = 5.0
 WAIT_MS = 15_000  # every browser wait; the page refreshes every 5 s
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # the simulated clock's first tick
+CLOCK_START = datetime(2030, 1, 1, tzinfo=UTC)  # the page's own clock, once it is installed
+REFRESH_MS, HIDDEN_REFRESH_MS = 5_000, 30_000  # dashboard.js: while visible, while hidden
 
 
 # -- the local stack ---------------------------------------------------------------------
@@ -328,6 +331,48 @@ def test_the_dashboard_in_a_browser(stack: Stack, page: Page) -> None:
             timeout=WAIT_MS,
         )
         assert "Pool size 4" in page.locator("#pool-summary").inner_text()
+
+        # A scheduled floor and a shadow policy, set in the form; a floor the API refuses first.
+        page.locator("#floor-add").click()
+        window = page.locator("#config-scheduled_floors tbody tr").first
+        window.locator(".floor-start").fill("12:04")
+        window.locator(".floor-duration").fill("10")
+        window.locator(".floor-size").fill("9")
+        window.get_by_label("thu").check()
+        config_field(page, "shadow_policy").select_option("predictive")
+        page.locator("#config-save").click()
+        expect(page.locator("#config-message")).to_contain_text(
+            "scheduled_floors[0].min_pool_size: must be an integer 1..8, got 9"
+        )
+        window.locator(".floor-size").fill("6")
+        page.locator("#config-save").click()
+        expect(page.locator("#config-message")).to_contain_text("Saved shadow_policy, scheduled_floors")
+        saved = api(stack, "GET", "api/scaler/config")
+        assert saved["shadow_policy"] == "predictive"
+        assert saved["scheduled_floors"] == [
+            {"start": "12:04", "duration_minutes": 10, "min_pool_size": 6, "days": ["thu"]}
+        ]
+
+        # At its start (T0 is a Thursday) the floor lifts the pool to 6, and the tick says so;
+        # the shadow's decision is beside the real one.
+        decisions = page.locator("#decisions tbody tr")
+        publish(stack, 4, miss_rate=0.4)
+        lifted = tick(stack, 4)
+        assert (lifted["action"], lifted["target_size"]) == ("repair", 6), lifted
+        assert lifted["shadow"]["policy"] == "predictive"
+        expect(decisions.first).to_contain_text("scheduled floor 6 (12:04 UTC for 10 min on thu")
+        expect(decisions.first.locator("td.shadow")).to_contain_text("predictive: ")
+        expect(pool_rows).to_have_count(6)  # the new nodes are launching, with their deadline
+        expect(page.locator("#pool-table tbody tr[data-node-id] td.deadline").last).to_have_text(
+            "ended unless in service by 12:14 UTC, in 10 min"
+        )
+        expect(page.locator("#pool-summary")).to_contain_text("scheduled floor 6 until 2026-11-26 12:14 UTC")
+        # The minimum each tick decided with, and the shadow's line.
+        sizes = "Chart.getChart('pool-size-chart').data.datasets"
+        page.wait_for_function(
+            f"{sizes}[2].data.at(-1).y === 6 && {sizes}[3].label.startsWith('shadow (predictive)')",
+            timeout=WAIT_MS,
+        )
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
@@ -335,7 +380,7 @@ def test_the_dashboard_in_a_browser(stack: Stack, page: Page) -> None:
     # The HTML list opens with the cookie alone, and links back to the dashboard.
     page.get_by_role("link", name="Instances").click()
     expect(page).to_have_url(f"{stack.url}/{STAGE}/api/scaler/list")
-    expect(page.locator("#instances tbody tr")).to_have_count(4)
+    expect(page.locator("#instances tbody tr")).to_have_count(6)
     page.get_by_role("link", name="Dashboard").click()
     expect(page).to_have_url(dashboard)
     expect(page.locator("#dashboard")).to_be_visible()
@@ -347,4 +392,77 @@ def test_the_dashboard_in_a_browser(stack: Stack, page: Page) -> None:
     # API Gateway serves the stage root without its slash too: the page adds it.
     page.goto(f"{stack.url}/{STAGE}")
     expect(page).to_have_url(dashboard)
-    expect(page.locator("#pool-table tbody tr")).to_have_count(4)
+    expect(page.locator("#pool-table tbody tr")).to_have_count(6)
+
+    # The chart script travels gzipped to a client that accepts it (as API Gateway sends it).
+    chart = requests.get(
+        f"{stack.url}/assets/chart-4.5.1.umd.min.js",
+        headers={"Accept-Encoding": "gzip"},
+        stream=True,
+        timeout=HTTP_TIMEOUT_SECONDS,
+    )
+    assert chart.headers["Content-Encoding"] == "gzip" and chart.raw.read(2) == b"\x1f\x8b"
+
+    check_polling(page)
+
+
+def set_visibility(page: Page, state: str) -> None:
+    """What the browser does when the tab is hidden or shown again."""
+    page.evaluate(
+        """(state) => {
+            Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => state});
+            Object.defineProperty(document, 'hidden', {configurable: true, get: () => state === 'hidden'});
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        state,
+    )
+
+
+def check_polling(page: Page) -> None:
+    """Every 5 s while the tab is visible, every 30 s while hidden, never while paused, on the
+    page's own clock (Playwright's): no real waiting for the timers."""
+    expect = sync_api.expect
+    status, pause = page.locator("#refresh-status"), page.locator("#refresh-pause")
+    page.clock.install(time=CLOCK_START)
+    page.reload()
+    expect(status).to_have_attribute("data-refreshed", re.compile(r"[1-9]"))
+    now_ms = page.evaluate("Date.now()")
+    page.clock.pause_at(datetime.fromtimestamp(now_ms / 1000 + 1, UTC))
+
+    def refreshed(count: int) -> None:
+        """``count`` refreshes started, and the last of them finished. (Not wait_for_function:
+        with the page's clock installed it evaluates strings, which the page's CSP forbids.)"""
+        expect(status).to_have_attribute("data-refreshes", str(count))
+        expect(status).to_have_attribute("data-refreshed", str(count))
+
+    started = int(status.get_attribute("data-refreshes") or "0")
+    refreshed(started)
+    page.clock.run_for(REFRESH_MS)
+    refreshed(started + 1)
+    expect(status).to_have_attribute("data-interval", str(REFRESH_MS))
+
+    set_visibility(page, "hidden")
+    expect(status).to_have_attribute("data-interval", str(HIDDEN_REFRESH_MS))
+    expect(status).to_contain_text("every 30 s while this tab is hidden")
+    page.clock.run_for(HIDDEN_REFRESH_MS - 1000)
+    refreshed(started + 1)  # hidden: nothing within 30 s
+    page.clock.run_for(1000)
+    refreshed(started + 2)
+    set_visibility(page, "visible")  # back in view: at once, then every 5 s again
+    page.clock.run_for(1)
+    refreshed(started + 3)
+    expect(status).to_have_attribute("data-interval", str(REFRESH_MS))
+
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "true")
+    expect(pause).to_have_text("Resume updates")
+    expect(status).to_contain_text("updates paused")
+    page.clock.run_for(10 * HIDDEN_REFRESH_MS)
+    set_visibility(page, "hidden")
+    set_visibility(page, "visible")
+    page.clock.run_for(HIDDEN_REFRESH_MS)
+    refreshed(started + 3)  # paused: nothing, visible or not
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "false")
+    page.clock.run_for(1)
+    refreshed(started + 4)

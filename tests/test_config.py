@@ -35,6 +35,9 @@ def test_defaults_are_specs() -> None:
         "scale_in_window_minutes": 5,
         "min_get_requests": 50,
         "policy": "ratio",
+        # README's optional fields: unset.
+        "shadow_policy": None,
+        "scheduled_floors": [],
     }
 
 

@@ -33,6 +33,10 @@ STABLE_IDS = [
     "pool-size-chart",
     "history-minutes",
     "decisions",
+    "refresh-status",
+    "refresh-pause",
+    "floor-add",
+    "floor-row",
 ]
 CHART_JS_SHA256 = "48444a82d4edcb5bec0f1965faacdde18d9c17db3063d042abada2f705c9f54a"
 

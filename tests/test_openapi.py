@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jsonschema
 import pytest
@@ -158,12 +158,21 @@ def send(client: Client, path: str, media: str, body: str) -> Any:
     return client.http.post(path, headers={**AUTH, "Content-Type": media}, body=body.encode())
 
 
+FLOOR = '{"start": "18:00", "duration_minutes": 2880, "min_pool_size": 4, "days": ["sat"]}'
+BAD_FLOORS = [
+    '{"start": "18:00", "duration_minutes": 1441, "min_pool_size": 2}',  # every day: at most a day
+    '{"start": "7pm", "duration_minutes": 60, "min_pool_size": 2}',
+    '{"start": "18:00", "duration_minutes": 60, "min_pool_size": 2, "days": ["Fri"]}',
+]
 GOOD_BODIES = [
     ("/api/scaler/config", JSON, '{"max_miss_rate_threshold": 0.9, "auto_mode": "false"}'),
     ("/api/scaler/config", JSON, '{"ratio_expand_pool": 3, "min_get_requests": 0, "policy": "ratio"}'),
     ("/api/scaler/config", JSON, "{}"),
     ("/api/scaler/config", FORM, "ratio_expand_pool=3&min_pool_size=2"),
     ("/api/scaler/config", FORM, "auto_mode=TRUE&shrink_ratio=.25&scale_in_window_minutes=10"),
+    ("/api/scaler/config", JSON, '{"shadow_policy": "predictive", "scheduled_floors": [' + FLOOR + "]}"),
+    ("/api/scaler/config", JSON, '{"shadow_policy": null, "scheduled_floors": []}'),
+    ("/api/scaler/config", FORM, "shadow_policy=&scheduled_floors=" + quote("[" + FLOOR + "]")),
     ("/api/scaler/set_test_miss_rate", JSON, '{"test_miss_rate": 0.95}'),
     ("/api/scaler/set_test_miss_rate", FORM, "test_miss_rate=0"),
     ("/api/scaler/resize", JSON, '{"target_size": 2}'),
@@ -186,6 +195,8 @@ BAD_BODIES = [
     ("/api/scaler/config", JSON, '{"shrink_ratio": 1}'),
     ("/api/scaler/config", FORM, "min_pool_size=two"),
     ("/api/scaler/config", FORM, "policy=lru"),
+    ("/api/scaler/config", JSON, '{"shadow_policy": ""}'),
+    *(("/api/scaler/config", JSON, '{"scheduled_floors": [' + floor + "]}") for floor in BAD_FLOORS),
     ("/api/scaler/set_test_miss_rate", JSON, '{"test_miss_rate": 1.5}'),
     ("/api/scaler/set_test_miss_rate", JSON, "{}"),
     ("/api/scaler/resize", JSON, '{"target_size": "2"}'),

@@ -202,6 +202,13 @@ def test_stage_switches(templates: dict[str, Any], stage: str) -> None:
         )
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_api_compresses_answers_of_a_kilobyte_and_more(templates: dict[str, Any], stage: str) -> None:
+    """API Gateway gzips them for clients that accept it (the dashboard's chart script above all)."""
+    (api,) = [r for r in templates[stage]["Resources"].values() if r["Type"] == "AWS::Serverless::Api"]
+    assert api["Properties"]["MinimumCompressionSize"] == CONFIG["minimum_compression_size"] == 1024
+
+
 def _traced(template: dict[str, Any]) -> bool:
     return _function(template, "scale")["Properties"]["Tracing"] == "Active"
 

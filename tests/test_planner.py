@@ -21,7 +21,7 @@ from chalicelib.domain.clock import iso
 from chalicelib.domain.config import MAX_NODES, default_config
 from chalicelib.domain.errors import BusyError, PoolConflictError, UnknownNodeError
 from chalicelib.domain.instances import Instance
-from chalicelib.domain.node_life import Timeouts
+from chalicelib.domain.node_life import Timeouts, deadline
 from chalicelib.domain.planner import Readings, Rules, make_plan, plan_tick
 from chalicelib.domain.policies import policy_named
 from chalicelib.domain.policy import HOLD, REPAIR, REPLACE, SCALE_IN, SCALE_OUT, Decision
@@ -284,3 +284,17 @@ def test_terminate_all_empties_the_list_and_ends_what_it_found_alive() -> None:
     assert change.pool.nodes == () and change.pool.pending_plan is None
     assert change.pool.terminating == ("i-old", "i-0", "i-2", "i-orphan")
     assert changes.terminate_all(Pool(), [], at=NOW, source_ip="") is None
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        (Node("i-1", LAUNCHING, since="2026-11-26T12:00:00Z"), "2026-11-26T12:10:00Z"),
+        (Node("i-1", LAUNCHING), None),  # a route's launch: no clock until the next tick
+        (Node("i-1", DRAINING, since="2026-11-26T12:00:00Z", drain_delivered=True), "2026-11-26T12:05:00Z"),
+        (Node("i-1", DRAINING, since=None, drain_delivered=False), None),  # its decrease not delivered
+        (Node("i-1", IN_SERVICE, since="2026-11-26T12:00:00Z"), None),
+    ],
+)
+def test_a_node_s_deadline_is_when_a_tick_ends_it_if_it_stays(node: Node, expected: str | None) -> None:
+    assert deadline(node, Timeouts(launch_seconds=600, drain_seconds=300)) == expected

@@ -302,3 +302,42 @@ def test_a_cloudwatch_outage_is_no_data_and_never_shrinks(
         assert decision["action"] == "hold" and "Throttling" in decision["reason"]
         minute += 1
     assert len(live(ec2)) == 8
+
+
+def test_a_scheduled_floor_lifts_the_pool_at_its_start_and_lets_it_shrink_after(client: Client) -> None:
+    """12:02-12:05 UTC on the ticks' clock (the wall clock is years away): repaired up to 3 at
+    12:02, held there under a low miss rate, shrunk at the first tick after it closes."""
+    floor = {"start": "12:02", "duration_minutes": 3, "min_pool_size": 3}
+    config = {"scheduled_floors": [floor], "scale_in_window_minutes": 2}
+    assert post_json(client, "/api/scaler/config", config).status_code == 200
+    assert tick(client, 0)["action"] == "repair"
+    serve(client, 1, 0.05)
+    assert (tick(client, 1)["action"], len(members(client))) == ("hold", 1)
+    serve(client, 2, 0.05)
+    lifted = tick(client, 2)
+    assert (lifted["action"], lifted["previous_size"], lifted["target_size"]) == ("repair", 1, 3)
+    assert lifted["reason"].startswith("scheduled floor 3 (12:02 UTC for 3 min every day, until ")
+    assert lifted["scheduled_floor"]["ends"] == "2026-11-26T12:05:00Z"
+    for minute in (3, 4):
+        serve(client, minute, 0.05)
+        decision = tick(client, minute)
+        assert (decision["action"], decision["target_size"]) == ("hold", 3), decision
+    serve(client, 5, 0.05)
+    after = tick(client, 5)
+    assert (after["action"], after["target_size"]) == ("scale_in", 1), after
+    assert "scheduled_floor" not in after and "floor" not in after["reason"]
+    assert len(members(client)) == 1
+
+
+def test_cache_list_says_since_when_and_until_when_a_node_is_launching(client: Client) -> None:
+    tick(client, 0)
+    (node,) = nodes(client)
+    assert (node["state"], node["since"], node["deadline"]) == (
+        "launching",
+        "2026-11-26T12:00:00Z",
+        "2026-11-26T12:10:00Z",  # LAUNCH_TIMEOUT_SECONDS after the tick that launched it
+    )
+    serve(client, 1, 0.5)
+    tick(client, 1)
+    (node,) = nodes(client)
+    assert (node["state"], node["since"], node["deadline"]) == ("in_service", "2026-11-26T12:01:00Z", None)

@@ -6,6 +6,8 @@ store that offers versioned reads and conditional writes (see ``chalicelib.adapt
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.domain import policies
+from chalicelib.domain import floors, policies
 from chalicelib.domain.errors import ValidationError, retry_on_conflict
 from chalicelib.domain.records import Record, config_record
 
@@ -27,10 +29,12 @@ _FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # "number", "integer", "boolean" or "choice"
+    kind: str  # "number", "integer", "boolean", "choice" or "floors"
     default: Any
     rule: Callable[[Any], bool]
     rule_text: str
+    # Unset (JSON null, or an empty form field) is a value of its own: the field's default.
+    nullable: bool = False
 
 
 FIELDS: dict[str, Field] = {
@@ -44,6 +48,21 @@ FIELDS: dict[str, Field] = {
     "scale_in_window_minutes": Field("integer", 5, lambda x: 1 <= x <= 60, "1..60"),
     "min_get_requests": Field("integer", 50, lambda x: 0 <= x <= _MAX_SAFE_INT, "≥ 0"),
     "policy": Field("choice", "ratio", lambda x: x in POLICIES, " or ".join(map(repr, POLICIES))),
+    # Optional fields (README, "Shadow decisions" and "Scheduled floors").
+    "shadow_policy": Field(
+        "choice",
+        None,
+        lambda x: x is None or x in POLICIES,
+        " or ".join(map(repr, POLICIES)) + ", or null (unset)",
+        nullable=True,
+    ),
+    "scheduled_floors": Field(
+        "floors",
+        [],
+        lambda x: True,
+        f"a list of up to {floors.MAX_FLOORS} windows: start (HH:MM UTC), duration_minutes, "
+        "min_pool_size, days (optional)",
+    ),
 }
 
 # The seed's manager-app posted its form with these names.
@@ -51,15 +70,21 @@ ALIASES = {"ratio_expand_pool": "expand_ratio", "ratio_shrink_pool": "shrink_rat
 
 
 def default_config() -> dict[str, Any]:
-    return {name: field.default for name, field in FIELDS.items()}
+    return {name: copy.deepcopy(field.default) for name, field in FIELDS.items()}
 
 
 class _Invalid(Exception):
-    pass
+    def __init__(self, message: str, items: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.items = items  # problems of the value's parts, each reported on its own
 
 
 def _coerce(field: Field, value: Any, from_form: bool) -> Any:
     """Turn one received value into the field's type, or raise :class:`_Invalid`."""
+    if field.nullable and (value is None or (from_form and isinstance(value, str) and not value.strip())):
+        return None
+    if field.kind == "floors":
+        return _coerce_floors(value, from_form)
     if field.kind == "boolean":
         if isinstance(value, bool):
             return value
@@ -85,6 +110,19 @@ def _coerce(field: Field, value: Any, from_form: bool) -> Any:
     if not math.isfinite(value):
         raise _Invalid("must be a finite number")
     return float(value)
+
+
+def _coerce_floors(value: Any, from_form: bool) -> list[dict[str, Any]]:
+    """A form carries the list as JSON text (empty: no windows); JSON bodies send the list."""
+    if from_form and isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise _Invalid("must be a JSON list of windows") from None
+    try:
+        return floors.parse_floors(value, max_size=MAX_NODES)
+    except floors.FloorsError as exc:
+        raise _Invalid(str(exc), exc.problems) from None
 
 
 def parse_patch(
@@ -114,7 +152,13 @@ def parse_patch(
         try:
             coerced = _coerce(field, value, from_form)
         except _Invalid as exc:
-            problems.append(f"{key}: {exc}, got {_show(value)}")
+            if exc.items is not None:
+                problems.extend(
+                    f"{key}{item}" if item.startswith("[") else f"{key}: {item}, got {_show(value)}"
+                    for item in exc.items
+                )
+            else:
+                problems.append(f"{key}: {exc}, got {_show(value)}")
             continue
         if not field.rule(coerced):
             problems.append(f"{key}: must be {field.rule_text}, got {_show(value)}")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from chalicelib.domain.clock import iso, seconds_between
+from chalicelib.domain.clock import iso, parse_iso, seconds_between
 from chalicelib.domain.instances import Instance
 from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Node, Pool
 from chalicelib.domain.traffic import PoolTraffic
@@ -28,6 +29,31 @@ class Timeouts:
     launch_seconds: int = 600
     drain_seconds: int = 300
     silent_seconds: int = 300
+
+    @classmethod
+    def of(cls, settings: Any) -> Timeouts:
+        """The deployment's timeouts (``chalicelib.domain.settings.Settings``)."""
+        return cls(
+            readiness=settings.node_readiness,
+            launch_seconds=settings.launch_timeout_seconds,
+            drain_seconds=settings.drain_timeout_seconds,
+            silent_seconds=settings.node_silent_seconds,
+        )
+
+
+def deadline(node: Node, timeouts: Timeouts) -> str | None:
+    """When the first tick at or after it ends ``node`` unless it moves on first: a launch not
+    in service by then, a drain not confirmed by then. None for a node in service, or whose clock
+    has not started (a route's node before the next tick, a drain whose decrease is undelivered)."""
+    if node.since is None:
+        return None
+    if node.state == LAUNCHING:
+        seconds = timeouts.launch_seconds
+    elif node.state == DRAINING and node.drain_delivered:
+        seconds = timeouts.drain_seconds
+    else:
+        return None
+    return iso(parse_iso(node.since) + timedelta(seconds=seconds))
 
 
 @dataclass(frozen=True)

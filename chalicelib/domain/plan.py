@@ -40,6 +40,8 @@ class Plan:
     recent_miss_rates: tuple[float, ...] = ()
     events: tuple[str, ...] = ()  # what the tick observed (launches ready, drains timed out, ...)
     policy_memory: Mapping[str, Any] | None = None
+    # The shadow policy's memory after this tick (see ``Pool.shadow_memory``); None: no shadow.
+    shadow_memory: Mapping[str, Any] | None = None
     # When its writer wrote it (wall clock): the writer's lease; None until it is claimed.
     claimed_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys a later version may add
@@ -74,6 +76,7 @@ class Plan:
             "recent_miss_rates": list(self.recent_miss_rates),
             "events": list(self.events),
             "policy_memory": None if self.policy_memory is None else dict(self.policy_memory),
+            "shadow_memory": None if self.shadow_memory is None else dict(self.shadow_memory),
             **({"claimed_at": self.claimed_at} if self.claimed_at is not None else {}),
         }
 
@@ -81,6 +84,7 @@ class Plan:
     def from_data(cls, data: Mapping[str, Any]) -> Plan:
         known = {*cls.__dataclass_fields__, "mode"}
         memory = data.get("policy_memory")
+        shadow = data.get("shadow_memory")
         return cls(
             source=str(data.get("source", TICK)),
             label=str(data.get("label", "")),
@@ -95,6 +99,7 @@ class Plan:
             recent_miss_rates=tuple(float(rate) for rate in data.get("recent_miss_rates", ())),
             events=tuple(data.get("events", ())),
             policy_memory=None if memory is None else dict(memory),
+            shadow_memory=None if shadow is None else dict(shadow),
             claimed_at=data.get("claimed_at"),
             extra={key: value for key, value in data.items() if key not in known},
         )

@@ -1,8 +1,9 @@
 """The tick's decision, pure: from what the adapters reported to the plan that carries it out.
 
 ``plan_tick`` is SPEC's steps 1-6 with no AWS and no clock of its own: the pool brought up to
-date with EC2 and the metrics (:func:`chalicelib.domain.node_life.observe`), the miss rate, the policy's
-decision, the replacement rule, and the plan (:func:`make_plan`) the executor
+date with EC2 and the metrics (:func:`chalicelib.domain.node_life.observe`), the miss rate, the bounds
+raised by an open scheduled floor (:mod:`chalicelib.domain.floors`), the policy's decision, the
+replacement rule, a shadow policy's would-be decision, and the plan (:func:`make_plan`) the executor
 (:mod:`chalicelib.service.executor`) writes before it calls EC2. Routes that resize plan with
 :func:`make_plan` too.
 """
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.domain import predictive
+from chalicelib.domain import policies, predictive
 from chalicelib.domain.clock import iso, tick_time
 from chalicelib.domain.config import MAX_NODES
+from chalicelib.domain.floors import with_floor
 from chalicelib.domain.instances import Instance
 from chalicelib.domain.node_life import Observed, Timeouts, observe
 from chalicelib.domain.notices import announce
@@ -59,6 +61,7 @@ def plan_tick(
     pool: Pool, config: Mapping[str, Any], readings: Readings, policy: Policy, now: datetime, rules: Rules
 ) -> TickPlan:
     """SPEC's steps 1-6 at the tick's T ``now``: observe, measure, decide, plan."""
+    config, raised = with_floor(config, now)  # step 2's bounds, on the tick's clock
     planned = pool.pending_plan.launch_tokens if pool.pending_plan else frozenset()
     observed = observe(
         pool,
@@ -85,7 +88,9 @@ def plan_tick(
     seen = evidence(current, traffic, now, requests)
     decision, memory = policy(dict(config), observation, seen, pool.policy_memory)
     decision, replacing = replacement(decision, observed, current)
-    notes = [readings.metrics_error] if readings.metrics_error else []
+    shadow, shadow_memory = _shadow(config, observation, seen, pool, decision)
+    notes = [raised.note] if raised else []
+    notes += [readings.metrics_error] if readings.metrics_error else []
     notes += [f"{node} left out of the sums: {why} in its window" for node, why in left_out.items()]
     summary: dict[str, Any] = {
         "time": iso(now),
@@ -95,6 +100,10 @@ def plan_tick(
         "policy": config["policy"],
     }
     summary["reason"] = "; ".join([*notes, summary["reason"]])
+    if raised:
+        summary["scheduled_floor"] = raised.to_data()
+    if shadow:
+        summary["shadow"] = shadow
     recent = (*pool.recent_miss_rates, rate) if rate is not None else pool.recent_miss_rates
     plan = make_plan(
         current,
@@ -110,8 +119,24 @@ def plan_tick(
         notify=rules.notify,
         replacing=replacing,
         policy_memory=memory,
+        shadow_memory=shadow_memory,
     )
     return TickPlan(current, plan)
+
+
+def _shadow(
+    config: dict[str, Any], observation: Observation, seen: predictive.Evidence, pool: Pool, acted: Decision
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The shadow policy's would-be decision for the record, and the memory it keeps (with its
+    name: a different shadow policy starts afresh); (None, None) when no shadow is watched."""
+    name = policies.shadow_policy_of(config)
+    if name is None:
+        return None, None
+    stored = pool.shadow_memory or {}
+    memory = stored.get("memory") if stored.get("policy") == name else None
+    decision, kept = policies.shadow_decide(name, config, observation, seen, memory, acted)
+    shadow = {"policy": name, "action": decision.action, "target_size": decision.target_size}
+    return {**shadow, "reason": decision.reason}, {"policy": name, "memory": kept}
 
 
 def replacement(decision: Decision, observed: Observed, current: Pool) -> tuple[Decision, list[str]]:
@@ -186,6 +211,7 @@ def make_plan(
     notify: bool = False,
     replacing: list[str] | None = None,
     policy_memory: dict[str, Any] | None = None,
+    shadow_memory: dict[str, Any] | None = None,
 ) -> Plan:
     """The work a decision means. Growing takes draining nodes back first (their cache is warm),
     then launches at the end of the list; shrinking takes the list's tail, which drains when a
@@ -219,4 +245,5 @@ def make_plan(
         recent_miss_rates=tuple(recent_miss_rates),
         events=tuple(events or []),
         policy_memory=policy_memory,
+        shadow_memory=shadow_memory,
     )

@@ -88,6 +88,8 @@ class Pool:
     orphans: dict[str, str] | None = None
     # What a policy keeps between ticks (the predictive policy's recent needs and experience).
     policy_memory: dict[str, Any] | None = None
+    # The shadow policy's own: {"policy": its name, "memory": what it keeps}; None without one.
+    shadow_memory: dict[str, Any] | None = None
 
     @property
     def members(self) -> tuple[Node, ...]:
@@ -149,6 +151,7 @@ class Pool:
             "orphans": self.orphans or {},
             "terminating": list(self.terminating),
             "policy_memory": self.policy_memory or {},
+            "shadow_memory": self.shadow_memory,
         }
 
     @classmethod
@@ -169,6 +172,7 @@ class Pool:
             orphans=data.get("orphans") or None,
             terminating=tuple(data.get("terminating", [])),
             policy_memory=data.get("policy_memory") or None,
+            shadow_memory=data.get("shadow_memory") or None,
         )
 
     def history_until(self, wall_now: datetime) -> datetime:

@@ -312,3 +312,15 @@ def _streak(needs: Sequence[int | None], size: int) -> int:
             break
         count += 1
     return count
+
+
+def watched(before: Memory, after: Memory, resized: str | None, time: str) -> Memory:
+    """A shadow's memory after a tick: what the tick taught it (needs, experience, the run over
+    the maximum), with the pool's real change (``resized``: the acting decision's scale-out or
+    scale-in, None without one) in place of its own, which was never carried out."""
+    return replace(
+        after,
+        grown=time if resized == SCALE_OUT else before.grown,
+        shrunk=time if resized == SCALE_IN else before.shrunk,
+        pending=None,
+    )

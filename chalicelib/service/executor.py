@@ -168,6 +168,8 @@ def apply_outcome(pool: Pool, plan: Plan, outcome: Outcome) -> Pool:
         changes.update(last_tick=plan.time, last_decision=result_of(plan, outcome))
         if plan.policy_memory is not None:
             changes["policy_memory"] = dict(plan.policy_memory)
+        # A tick without a shadow forgets the last one's: a shadow started later starts afresh.
+        changes["shadow_memory"] = None if plan.shadow_memory is None else dict(plan.shadow_memory)
     after = replace(pool.with_nodes(nodes).ended(ended), **changes)
     return announce(pool, after, plan.mode) if plan.notify else after
 

@@ -22,7 +22,7 @@ from chalicelib.domain.instances import Instance
 from chalicelib.domain.node_life import Timeouts
 from chalicelib.domain.plan import Plan
 from chalicelib.domain.planner import Readings, Rules, TickPlan, plan_tick
-from chalicelib.domain.policies import Policy, policy_named
+from chalicelib.domain.policies import Policy, policy_named, shadow_policy_of
 from chalicelib.domain.policy import HOLD
 from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Pool
 from chalicelib.domain.records import tick_record
@@ -227,7 +227,9 @@ def _read(
     """What the adapters report for this tick. A CloudWatch failure is no data (it never shrinks
     the pool); EC2 not answering its status checks is no impaired node."""
     watched = [node.id for node in pool.nodes if node.state in (LAUNCHING, IN_SERVICE)]
-    curve = deps.policy is None and config["policy"] == predictive.POLICY
+    # HitsWithin only for the predictive policy: the one that acts, or the one in the shadow.
+    acting = config["policy"] if deps.policy is None else None
+    curve = predictive.POLICY in (acting, shadow_policy_of(config))
     settings = deps.settings
     traffic, error = PoolTraffic(), None
     try:

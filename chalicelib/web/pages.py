@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.domain.config import FIELDS, POLICIES, Field
+from chalicelib.domain.floors import DAYS
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Chart.js 4.5.1 (MIT): dist/chart.umd.min.js of `npm pack chart.js@4.5.1`, byte for byte (sha256
@@ -84,17 +85,53 @@ def _config_control(name: str, field: Field) -> str:
     attributes = f'id="config-{name}" name="{name}" data-kind="{field.kind}"'
     if field.kind == "boolean":
         return f"<input type=checkbox {attributes}>"
-    if name == "policy":
+    if field.kind == "choice":
+        # A nullable choice's empty option is null: unset (the select sends it as null).
+        unset = '<option value="">(unset)</option>' if field.nullable else ""
         options = "".join(f"<option>{escape(policy)}</option>" for policy in POLICIES)
-        return f"<select {attributes}>{options}</select>"
+        nullable = " data-nullable" if field.nullable else ""
+        return f"<select {attributes}{nullable}>{unset}{options}</select>"
     mode = "numeric" if field.kind == "integer" else "decimal" if field.kind == "number" else "text"
     # Text, not type=number: whatever is typed goes to the API, whose 400 says what is wrong.
     return f"<input type=text inputmode={mode} autocomplete=off spellcheck=false {attributes}>"
 
 
+def _floors_control(name: str, field: Field) -> str:
+    """The scheduled floors' editor: a row per window (``dashboard.js`` adds, fills and reads
+    them from ``template#floor-row``), across the form's width."""
+    day_boxes = "".join(
+        f'<label class="day"><input type=checkbox class="floor-day" value="{day}">{day}</label>'
+        for day in DAYS
+    )
+    row = (
+        "<tr>"
+        '<td><input type=text class="floor-start" placeholder="18:00" size=5 autocomplete=off '
+        'aria-label="start (UTC, HH:MM)"></td>'
+        '<td><input type=text class="floor-duration" inputmode=numeric size=5 autocomplete=off '
+        'aria-label="duration in minutes"></td>'
+        '<td><input type=text class="floor-size" inputmode=numeric size=2 autocomplete=off '
+        'aria-label="min_pool_size while open"></td>'
+        f'<td><span class="days" role="group" aria-label="days (none: every day)">{day_boxes}</span></td>'
+        '<td><button type="button" class="floor-remove">Remove</button></td>'
+        "</tr>"
+    )
+    return (
+        f'<fieldset id="config-{name}" name="{name}" data-kind="{field.kind}" class="floors">'
+        f"<legend>{escape(name)}</legend>"
+        "<table><thead><tr><th>start (UTC)</th><th>minutes</th><th>min_pool_size</th>"
+        "<th>days (none ticked: every day)</th><th></th></tr></thead><tbody></tbody></table>"
+        f'<template id="floor-row">{row}</template>'
+        '<p><button type="button" id="floor-add">Add a window</button> '
+        f"<small>{escape(field.rule_text)}; while open, min_pool_size is the highest open "
+        "window's (at most max_pool_size)</small></p></fieldset>"
+    )
+
+
 def _config_form() -> str:
     rows = "".join(
-        f'<label for="config-{name}">{escape(name)}</label>{_config_control(name, field)}'
+        _floors_control(name, field)
+        if field.kind == "floors"
+        else f'<label for="config-{name}">{escape(name)}</label>{_config_control(name, field)}'
         f"<small>{escape(field.rule_text)}</small>"
         for name, field in FIELDS.items()
     )
@@ -133,6 +170,7 @@ def home_page() -> str:
         f'<script src="{_asset_url(DASHBOARD_JS)}" defer></script>'
         "</head><body>"
         '<header><h1>memcache pool auto-scaler</h1><p id="refresh-status" role="status"></p>'
+        '<button type="button" id="refresh-pause" aria-pressed="false" hidden>Pause updates</button>'
         '<button type="button" id="forget-token" hidden>Forget token</button></header>'
         "<noscript><p>This dashboard needs JavaScript. The JSON API works without it.</p></noscript>"
         '<form id="token-form" hidden>'
@@ -149,7 +187,8 @@ def home_page() -> str:
         f'<div class="charts">{_chart("miss-rate", "Miss rate")}{_chart("pool-size", "Pool size")}</div>'
         "</section>"
         '<section id="pool"><h2>Pool</h2><p id="pool-summary"></p>'
-        '<table id="pool-table"><thead><tr><th>index</th><th>id</th><th>ip</th><th>state</th></tr>'
+        '<table id="pool-table"><thead><tr><th>index</th><th>id</th><th>ip</th><th>state</th>'
+        "<th>in this state</th><th>deadline</th></tr>"
         "</thead><tbody></tbody></table>"
         '<p><a href="api/scaler/list">Instances</a> (EC2 details) · '
         '<a href="api/scaler/cache_list">Node list (JSON)</a> · '
@@ -157,7 +196,8 @@ def home_page() -> str:
         f'<section id="config"><h2>Config</h2>{_config_form()}</section>'
         "<section><h2>Recent decisions</h2>"
         '<table id="decisions"><thead><tr><th>time</th><th>action</th><th>miss rate</th>'
-        "<th>size</th><th>reason</th></tr></thead><tbody></tbody></table></section>"
+        "<th>size</th><th>reason</th><th>shadow: what it would have done</th></tr></thead>"
+        "<tbody></tbody></table></section>"
         "</main></body></html>"
     )
 

@@ -15,6 +15,7 @@ from chalice import Blueprint, NotFoundError, Response
 from chalicelib.adapters.dynamodb import StateStore
 from chalicelib.adapters.frontend import Deadline
 from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.node_life import Timeouts, deadline
 from chalicelib.domain.notices import last_delivered
 from chalicelib.domain.pool import Pool, describe_nodes
 from chalicelib.domain.settings import Settings
@@ -69,12 +70,15 @@ def _tick_deps() -> TickDeps:
     return TickDeps.from_settings(_settings(), _deadline())
 
 
-def _cache_list(pool: Pool) -> dict[str, Any]:
-    return {
-        "cache_pool_ids": pool.cache_pool_ids,
-        "nodes": describe_nodes(pool),
-        "sequence": last_delivered(pool),
-    }
+def _cache_list(pool: Pool, settings: Settings) -> dict[str, Any]:
+    """SPEC's answer, each node with when it entered its state (the tick's T) and when a tick
+    ends it if it stays there (a launch or a drain that times out), for the dashboard."""
+    timeouts = Timeouts.of(settings)
+    nodes = [
+        {**described, "since": node.since, "deadline": deadline(node, timeouts)}
+        for described, node in zip(describe_nodes(pool), pool.nodes, strict=True)
+    ]
+    return {"cache_pool_ids": pool.cache_pool_ids, "nodes": nodes, "sequence": last_delivered(pool)}
 
 
 def _body() -> tuple[list[tuple[str, Any]], bool]:
@@ -114,7 +118,13 @@ def static_asset(name: str) -> Response:
     if found is None:
         raise NotFoundError(f"no asset named {name!r}")
     # Pages link assets with ``?v=<content hash>``, so a day's caching never serves a stale copy.
-    headers = {"Content-Type": found.content_type, "Cache-Control": "public, max-age=86400"}
+    # A text type, which API Gateway compresses (``minimum_compression_size``) for clients that
+    # accept it: caches keep the two answers apart by Accept-Encoding.
+    headers = {
+        "Content-Type": found.content_type,
+        "Cache-Control": "public, max-age=86400",
+        "Vary": "Accept-Encoding",
+    }
     return Response(body=found.body, status_code=200, headers=headers)
 
 
@@ -138,14 +148,16 @@ def post_config() -> dict[str, Any]:
 
 @route("/api/scaler/cache_list", methods=["GET"])
 def get_cache_list() -> dict[str, Any]:
-    return _cache_list(_store(_settings()).load_pool())
+    settings = _settings()
+    return _cache_list(_store(settings).load_pool(), settings)
 
 
 @route("/api/scaler/cache_list", methods=["POST"])
 def post_cache_list() -> dict[str, Any]:
     pairs, from_form = _body()
     ids = parse_cache_pool_ids(pairs, from_form=from_form)
-    return _cache_list(_membership(_settings()).replace(ids, source_ip=_source_ip()))
+    settings = _settings()
+    return _cache_list(_membership(settings).replace(ids, source_ip=_source_ip()), settings)
 
 
 @route("/api/scaler/list", methods=["GET", "POST"], content_types=ACCEPTED_CONTENT_TYPES)
