@@ -66,6 +66,9 @@ BATCH_BYTES = 1 << 20
 
 Key = str | bytes
 OnRead = Callable[[list[bytes]], None]
+# Where a node's memcached really listens, when not at its announced IP and port (a test rig, an
+# SSH tunnel, the local stack's loopback ports); None while it has no address.
+Address = Callable[[CacheNode], "tuple[str, int] | None"]
 
 
 def key_bytes(key: Key) -> bytes:
@@ -182,18 +185,22 @@ class _Bucket:
 class _Connections:
     """One copier connection per node, opened when first needed; a node that fails is dropped."""
 
-    def __init__(self, connect_timeout: float, io_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, io_timeout: float, address: Address | None = None) -> None:
         self.connect_timeout, self.io_timeout = connect_timeout, io_timeout
+        self.address = address
         self._open: dict[CacheNode, Connection | None] = {}
         self.unreachable: list[str] = []
 
     def get(self, node: CacheNode) -> Connection | None:
         if node not in self._open:
             try:
-                if not node.ip:
-                    raise OSError("no IP yet")
+                where = self.address(node) if self.address is not None else None
+                if where is None:
+                    if self.address is not None or not node.ip:
+                        raise OSError("no address for it yet")
+                    where = (node.ip, node.port)
                 self._open[node] = Connection(
-                    (node.ip, node.port), connect_timeout=self.connect_timeout, io_timeout=self.io_timeout
+                    where, connect_timeout=self.connect_timeout, io_timeout=self.io_timeout
                 )
             except OSError as exc:
                 self._failed(node, exc)
@@ -225,7 +232,8 @@ class WarmMover:
     front-end processes that follow the pool through ``cache_list``, their ``resync_seconds``
     (and ``poll_seconds``) plus their ``follow_seconds``.
     ``io_timeout``: how long one answer from a node may take. ``on_read`` is told each batch's keys
-    after they are read and before they are added (tests interleave writes there).
+    after they are read and before they are added (tests interleave writes there). ``address``:
+    where to reach a node, when not at its announced IP and port.
     """
 
     def __init__(
@@ -239,6 +247,7 @@ class WarmMover:
         hold_seconds: float = 0.0,
         io_timeout: float = 5.0,
         on_read: OnRead | None = None,
+        address: Address | None = None,
     ) -> None:
         if keys_per_second <= 0 or budget_seconds < 0 or hold_seconds < 0:
             raise ValueError("keys_per_second must be positive, budget_seconds and hold_seconds not negative")
@@ -246,13 +255,14 @@ class WarmMover:
         self.connect_timeout, self.io_timeout = connect_timeout, io_timeout
         self.hold_seconds = hold_seconds
         self._clock, self._sleep, self._on_read = clock, sleep, on_read
+        self.address = address
         self.batch_keys = max(1, min(BATCH_KEYS, int(keys_per_second)))
 
     def move(self, old: Ring, new: Ring, moving: Moving, *, change: str, sequence: int) -> MoveReport:
         """Copy from ``old``'s owners to ``new``'s the keys that change owner; what was done."""
         started = self._clock()
         sources, targets = parties(old, new)
-        connections = _Connections(self.connect_timeout, self.io_timeout)
+        connections = _Connections(self.connect_timeout, self.io_timeout, self.address)
         run = _Run(self, old, new, moving, connections)
         try:
             run.delete_leftovers(targets)

@@ -596,3 +596,29 @@ def test_scaler_api_reads_cache_list_and_confirms_drains_with_the_bearer_token(
         closed.fetch_pool()
     with pytest.raises(OSError):
         closed.confirm_drain(node)
+
+
+def test_with_an_address_the_copy_reaches_nodes_announced_at_ips_nothing_listens_on(pool: Pool) -> None:
+    """The local stack's nodes are announced at EC2's private IPs and listen on loopback ports:
+    ``address`` says where each really is, and the copy goes there."""
+    a, b, c = pool.nodes
+    # Given nodes the scaler announces at 10.0.0.x, which are really the pool's A, B and C
+    announced = [CacheNode(node.id, f"10.0.0.{n + 1}", pool.port) for n, node in enumerate(pool.nodes)]
+    real = dict(zip(announced, pool.nodes, strict=True))
+    x, y, z = announced
+    keys = [f"user:{n}" for n in range(600)]
+    old, new = Ring([x, y]), Ring([x, y, z])
+    # memcached holds each key where the announced ring puts it
+    by_owner = {key: real[old.node_for(key)] for key in keys}
+    for node in (a, b):
+        pool.fill(Ring([node]), {key: value_of(key) for key in keys if by_owner[key] == node})
+    mover = WarmMover(address=lambda node: real[node].ip and (real[node].ip, pool.port))
+    kit = kit_on(pool, [x, y], mover, Api(0, [x, y]))
+    # When Z is announced
+    kit.handle({}, notice(1, [x, y, z], "increase"))
+    kit.apply_pending()
+    # Then the keys Z owns were copied into C, where Z really listens
+    moved = [key for key in keys if new.node_for(key) == z]
+    assert moved and {key.encode() for key in moved} == set(pool.listing(c))
+    (report,) = kit.last_moves
+    assert report.keys_copied == len(moved)
