@@ -84,12 +84,14 @@ class _Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def serve(self, keys: Sequence[str]) -> None:
-        """GET every key in order; each miss is SET before the next batch is asked."""
-        pending_sets = b""
+    def serve(self, keys: Sequence[str]) -> int:
+        """GET every key in order; each miss is SET before the next batch is asked. The hits, as
+        the client saw them (what the application's miss rate is made of)."""
+        pending_sets, hits = b"", 0
         for batch in _batches(keys):
             self.sock.sendall(pending_sets + b"get " + " ".join(batch).encode() + b"\r\n")
             found = self._found_keys()
+            hits += len(found)
             pending_sets = b"".join(
                 b"set %s 0 0 %d noreply\r\n%s\r\n" % (key.encode(), len(self.value), self.value)
                 for key in batch
@@ -99,6 +101,7 @@ class _Connection:
             # noreply answers nothing; a ``version`` after the sets tells when they are done.
             self.sock.sendall(pending_sets + b"version\r\n")
             self._read_until(lambda buffer: buffer.endswith(b"\r\n"))
+        return hits
 
     def _found_keys(self) -> set[str]:
         answer = self._read_until(lambda buffer: buffer.endswith(b"END\r\n"))
@@ -268,6 +271,7 @@ class MemcachedTier:
         self._nodes: dict[str, _Node] = {}
         self._booting: dict[str, int] = {}  # node → the minute its instance was first seen running
         self._router: Router = make_router(())
+        self.client_hits: dict[str, int] = {}  # per node, the last minute's hits as the client saw them
         atexit.register(self.stop)
 
     @property
@@ -280,6 +284,11 @@ class MemcachedTier:
 
     def port(self, node_id: str) -> int:
         return self._nodes[node_id].port
+
+    def address(self, node_id: str) -> tuple[str, int] | None:
+        """Where the node's memcached listens; None while its instance boots or once it is gone."""
+        node = self._nodes.get(node_id)
+        return None if node is None else (HOST, node.port)
 
     def sync(
         self, running_ids: Iterable[str], minute: int, publish_as: Mapping[str, str] | None = None
@@ -322,26 +331,37 @@ class MemcachedTier:
                     raise TierError(f"the agent for {node.node_id} did not start")
                 time.sleep(POLL_SECONDS)
 
-    def serve(self, keys: Iterable[str], routing_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    def serve(self, keys: Iterable[str], routing_ids: Sequence[str] | Router) -> dict[str, tuple[int, int]]:
         served = self.serve_minute(keys, routing_ids)
         return {node_id: (node.gets, node.hits) for node_id, node in served.items()}
 
-    def serve_minute(self, keys: Iterable[str], routing_ids: Sequence[str]) -> TierMinute:
+    def serve_minute(self, keys: Iterable[str], routing: Sequence[str] | Router) -> TierMinute:
         """GET each key on the node it routes to; per node what memcached counted, and the GETs
-        routed to no running node (they fail at the front-end, and no node counts them)."""
-        if tuple(routing_ids) != self._router.node_ids:
-            self._router = make_router(routing_ids)
+        routed to no running node (they fail at the front-end, and no node counts them).
+
+        ``routing``: the node ids the simulation's own ring spreads keys over, or a ``Router``
+        (the front-end kit's ring). ``client_hits`` says what the front-end itself saw hit,
+        memcached's counters aside."""
+        router = self._router_for(routing)
         buckets: dict[str | None, list[str]] = {}
         for key in keys:
-            buckets.setdefault(self._router.node_for(key), []).append(key)
+            buckets.setdefault(router.node_for(key), []).append(key)
         failed = sum(len(bucket) for node_id, bucket in buckets.items() if node_id not in self._nodes)
+        self.client_hits = {}
         for node_id, node in self._nodes.items():
             if buckets.get(node_id) and node.connection is not None:
-                node.connection.serve([str(key) for key in buckets[node_id]])
+                self.client_hits[node_id] = node.connection.serve([str(key) for key in buckets[node_id]])
         counts = {node_id: node.sample() for node_id, node in sorted(self._nodes.items())}
         return TierMinute(
             {node_id: NodeMinute(gets, hits) for node_id, (gets, hits) in counts.items()}, failed
         )
+
+    def _router_for(self, routing: Sequence[str] | Router) -> Router:
+        if not isinstance(routing, Sequence):
+            return routing
+        if tuple(routing) != self._router.node_ids:
+            self._router = make_router(routing)
+        return self._router
 
     def publish(self, end: datetime) -> list[str]:
         """Move the agents' clock to ``end`` and wait (bounded) until each has published the

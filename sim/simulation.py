@@ -11,6 +11,7 @@ from typing import Any
 
 from sim.aws import Cloud
 from sim.frontend import Frontend
+from sim.kit_frontend import KitFrontend
 from sim.memcached_tier import MemcachedTier
 from sim.tier import BOOT_MINUTES, CacheTier
 from sim.workload import NODE_CAPACITY, Workload
@@ -52,7 +53,16 @@ class Simulation:
         # A MemcachedTier's nodes are real memcached processes whose own agents publish.
         self.tier = tier if tier is not None else CacheTier(capacity, boot_minutes)
         self.cloud = cloud if cloud is not None else Cloud()
-        self.frontend = Frontend(api_url, token, port=frontend_port, secret=secret)
+        # Real memcached gets the real front-end: the kit, which moves keys warm before it
+        # switches. The model tier keeps the simulated one, which switches cold.
+        self.frontend: Frontend | KitFrontend
+        if isinstance(self.tier, MemcachedTier):
+            tier = self.tier
+            self.frontend = KitFrontend(
+                api_url, token, lambda node: tier.address(node.id), port=frontend_port, secret=secret
+            )
+        else:
+            self.frontend = Frontend(api_url, token, port=frontend_port, secret=secret)
 
     @property
     def url(self) -> str:
@@ -85,15 +95,14 @@ class Simulation:
         if self.start_time is None:
             self.start_time = end
         minute = (end - self.start_time) // MINUTE
+        if isinstance(self.frontend, KitFrontend):
+            return self._kit_step(end, minute)
         confirmed = self.frontend.confirm_drains()
         self.tier.sync(self.cloud.running_pool_instances(self.pool_name), minute)
         routing = self.frontend.routing_ids()
         keys = self.workload.requests(minute)
         counts = self.tier.serve(keys, routing)
-        if isinstance(self.tier, MemcachedTier):
-            self.tier.publish(end)  # each node's agent samples memcached and publishes
-        else:
-            self.cloud.publish(counts, end)
+        self.cloud.publish(counts, end)
         gets = sum(node_gets for node_gets, _ in counts.values())
         hits = sum(node_hits for _, node_hits in counts.values())
         return {
@@ -106,4 +115,44 @@ class Simulation:
             "booting": len(self.tier.node_ids) - len(counts),
             "routing": len(routing),
             "confirmed": confirmed,
+        }
+
+    def _kit_step(self, end: datetime, minute: int) -> dict[str, Any]:
+        """The minute on real memcached behind the kit: the new instances' memcached start, the
+        kit applies the notices (copying keys to a new node, or off a draining one and then
+        confirming it), the minute's GETs follow the kit's ring, and each agent publishes."""
+        assert isinstance(self.frontend, KitFrontend) and isinstance(self.tier, MemcachedTier)
+        self.tier.sync(self.cloud.running_pool_instances(self.pool_name), minute)
+        moves = self.frontend.apply()
+        router = self.frontend.router()
+        keys = self.workload.requests(minute)
+        served = self.tier.serve_minute(keys, router)
+        self.tier.publish(end)  # each node's agent samples memcached and publishes
+        client_hits = sum(self.tier.client_hits.values())
+        return {
+            "minute": minute,
+            "requests": len(keys),
+            "gets": served.gets,
+            "hits": served.hits,
+            "miss_rate": round(1 - served.hits / served.gets, 4) if served.gets else None,
+            # What the front-end itself saw: the miss rate its users had, memcached's counters aside.
+            "client_miss_rate": round(1 - client_hits / len(keys), 4) if keys else None,
+            "nodes": len(served),
+            "booting": len(self.tier.node_ids) - len(served),
+            "routing": len(router.node_ids),
+            "per_node": {
+                node_id: [node.gets, node.hits, self.tier.client_hits.get(node_id, 0)]
+                for node_id, node in served.items()
+            },
+            "moves": [
+                {
+                    "change": move.change,
+                    "sequence": move.sequence,
+                    "copied": move.keys_copied,
+                    "left": move.keys_left,
+                    "seconds": round(move.seconds, 3),
+                }
+                for move in moves
+            ],
+            "confirmed": [],  # the kit confirms drains itself, in apply()
         }
