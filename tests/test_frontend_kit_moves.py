@@ -276,7 +276,7 @@ def test_the_rate_limit_paces_the_copy_on_the_injected_clock(pool: Pool) -> None
     old, new = Ring([a, b]), Ring([a, b, c])
     pool.fill(old, {key: b"v" for key in moving_keys(old, new, 1000)})
     clock = FakeClock()
-    report = WarmMover(keys_per_second=500, clock=clock, sleep=clock.sleep).move(
+    report = WarmMover(keys_per_second=500, clock=clock, sleep=clock.sleep, relist_seconds=0).move(
         old, new, Moving(), change="increase", sequence=1
     )
     # 1,000 keys at 500 a second, a burst of one batch (100) allowed: 1.8 s
