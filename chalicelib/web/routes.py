@@ -198,7 +198,7 @@ def post_poolsize_change() -> dict[str, Any]:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
     ip = fields.get("cache_ip")
     try:
-        ip = str(ipaddress.ip_address(ip.strip())) if isinstance(ip, str) else None
+        ip = str(ipaddress.ip_address(ip.strip(config_rules.TEXT_SPACE))) if isinstance(ip, str) else None
     except ValueError:
         ip = None
     if ip is None:
