@@ -127,12 +127,12 @@ def test_config_set_refuses_what_the_route_refuses_with_every_problem_listed(
         capsys,
         "config",
         "set",
-        "min_pool_size=2.0",
+        "min_pool_size=2.5",
         "max_miss_rate_threshold=high",
         "colour=blue",
         "auto_mode=0",
     )
-    body = {"min_pool_size": 2.0, "max_miss_rate_threshold": "high", "colour": "blue", "auto_mode": 0}
+    body = {"min_pool_size": 2.5, "max_miss_rate_threshold": "high", "colour": "blue", "auto_mode": 0}
     answer = post_json(client, "/api/scaler/config", body)
     assert answer.status_code == 400
     assert (code, message) == (cli.EXIT_USAGE, f"error: {answer.json_body['Message']}\n")

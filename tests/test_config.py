@@ -57,6 +57,18 @@ def test_defaults_are_specs() -> None:
         ({"policy": "ratio"}, False, {"policy": "ratio"}),
         ({"policy": "predictive"}, False, {"policy": "predictive"}),
         ({"expand_ratio": "1e1"}, True, {"expand_ratio": 10.0}),
+        # An integer is any whole number, as JSON Schema's `integer` says: 2.0 and 1e2 are integers.
+        ({"min_pool_size": 2.0}, False, {"min_pool_size": 2}),
+        ({"min_get_requests": 145.0}, False, {"min_get_requests": 145}),
+        ({"min_get_requests": 1e2}, False, {"min_get_requests": 100}),
+        ({"min_get_requests": 2**53 - 1}, False, {"min_get_requests": 2**53 - 1}),
+        ({"min_get_requests": "9007199254740991"}, True, {"min_get_requests": 2**53 - 1}),
+        ({"scale_in_window_minutes": "1e1"}, True, {"scale_in_window_minutes": 10}),
+        ({"max_pool_size": "8.0"}, True, {"max_pool_size": 8}),
+        # A form's text may carry ASCII whitespace around it, and a sign or a bare point.
+        ({"min_pool_size": "\t+3\v\f"}, True, {"min_pool_size": 3}),
+        ({"shrink_ratio": "\n.25\r "}, True, {"shrink_ratio": 0.25}),
+        ({"min_get_requests": "-0"}, True, {"min_get_requests": 0}),
     ],
 )
 def test_accepted_values(raw: dict[str, Any], from_form: bool, expected: dict[str, Any]) -> None:
@@ -78,14 +90,16 @@ REFUSED = [
     ({"max_pool_size": 9}, False, "max_pool_size: must be 1..8"),
     ({"scale_in_window_minutes": 0}, False, "scale_in_window_minutes: must be 1..60"),
     ({"scale_in_window_minutes": 61}, False, "scale_in_window_minutes: must be 1..60"),
-    ({"min_get_requests": -1}, False, "min_get_requests: must be ≥ 0"),
+    ({"min_get_requests": -1}, False, "min_get_requests: must be 0..9007199254740991"),
+    ({"min_get_requests": 2**53}, False, "min_get_requests: must be 0..9007199254740991"),
     ({"policy": "predictive-ish"}, False, "policy: must be 'ratio' or 'predictive'"),
     # wrong types
     ({"max_miss_rate_threshold": "0.5"}, False, "max_miss_rate_threshold: must be a number"),
     ({"max_miss_rate_threshold": True}, False, "max_miss_rate_threshold: must be a number"),
     ({"max_miss_rate_threshold": None}, False, "max_miss_rate_threshold: must be a number"),
     ({"min_pool_size": 2.5}, False, "min_pool_size: must be an integer"),
-    ({"min_pool_size": 2.0}, False, "min_pool_size: must be an integer"),
+    ({"min_pool_size": "2.5"}, True, "min_pool_size: must be an integer"),
+    ({"min_pool_size": "\u00a02"}, True, "min_pool_size: must be an integer"),  # not ASCII whitespace
     ({"min_pool_size": "2"}, False, "min_pool_size: must be an integer"),
     ({"min_pool_size": "two"}, True, "min_pool_size: must be an integer"),
     ({"auto_mode": 1}, False, "auto_mode: must be a boolean"),
@@ -98,6 +112,8 @@ REFUSED = [
     ({"expand_ratio": "inf"}, True, "expand_ratio: must be a number"),
     ({"expand_ratio": "nan"}, True, "expand_ratio: must be a number"),
     ({"expand_ratio": "1e999"}, True, "expand_ratio: must be a finite number"),
+    ({"expand_ratio": 10**400}, False, "expand_ratio: must be a finite number"),  # beyond any double
+    ({"min_pool_size": "1e999"}, True, "min_pool_size: must be a finite number"),
     # unknown fields and an alias given beside its field
     ({"max_pool": 3}, False, "max_pool: unknown field"),
     ({"expand_ratio": 2, "ratio_expand_pool": 3}, False, "given twice"),

@@ -97,6 +97,7 @@ def test_resize_is_409_while_auto_mode_is_on(client: Client, ec2: Any) -> None:
         ({"target_size": 0}, "must be 1..8"),
         ({"target_size": 9}, "must be 1..8"),
         ({"target_size": 2.5}, "must be an integer"),
+        ({"target_size": 5.0}, "within [1, 4]"),  # a whole number is an integer, refused by the bounds
         ({"target_size": 5}, "within [1, 4]"),
         ({}, "target_size: required"),
     ],

@@ -8,15 +8,17 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from chalice.test import Client
 
 import app as app_module
-from chalicelib.adapters import observability
+from chalicelib.adapters import aws, observability
 from chalicelib.web import routes as api
-from tests.conftest import AUTH, DEV_ENV, PROJECT_DIR, cw_event
+from tests.conftest import AUTH, DEV_ENV, PROJECT_DIR, cw_event, post_json
 from tests.frontend import FakeFrontend
 from tests.test_tick import serve, tick
 
@@ -48,21 +50,43 @@ def dimensions_of(emf: dict[str, Any]) -> dict[str, str]:
     return {name: emf[name] for name in names}
 
 
+# What every tick publishes besides its duration, with the default config and nothing failing.
+QUIET = {"NotificationFailures": [0.0], "LaunchFailures": [0.0], "TerminateFailures": [0.0]}
+
+
+def figures(in_service: int = 0, launching: int = 0, draining: int = 0, backlog: int = 0) -> dict[str, Any]:
+    """The pool's figures as a tick publishes them, with the default config's limits."""
+    return {
+        "InService": [float(in_service)],
+        "Launching": [float(launching)],
+        "Draining": [float(draining)],
+        "NotificationBacklog": [float(backlog)],
+        "MaxPoolSize": [8.0],
+        "MaxMissRateThreshold": [0.8],
+    }
+
+
+def without_duration(emf: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics_of(emf).items() if k != "TickDurationMs"}
+
+
 def test_a_tick_prints_one_emf_document_with_its_metrics(client: Client, capsys: Any) -> None:
     printed(capsys)
     assert tick(client, 0)["action"] == "repair"
     (emf,), _ = printed(capsys)
     values = metrics_of(emf)
     assert dimensions_of(emf) == {"service": "memcache-scaler", "stage": DEV_ENV["STAGE"]}
-    assert {k: v for k, v in values.items() if k != "TickDurationMs"} == {
+    assert without_duration(emf) == {
         "PoolSize": [1.0],
         "ScalingActions": [1.0],
-        "NotificationFailures": [0.0],
+        **QUIET,
+        **figures(launching=1),
     }, "no MissRate without data"
     (duration,) = values["TickDurationMs"]
     assert 0 < duration < 60_000
     units = {m["Name"]: m["Unit"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert units["TickDurationMs"] == "Milliseconds" and units["ScalingActions"] == "Count"
+    assert units["InService"] == units["NotificationBacklog"] == units["LaunchFailures"] == "Count"
 
 
 def test_miss_rate_is_published_when_there_is_data_and_a_hold_is_no_action(
@@ -73,12 +97,12 @@ def test_miss_rate_is_published_when_there_is_data_and_a_hold_is_no_action(
     printed(capsys)
     assert tick(client, 1)["action"] == "scale_out"
     (emf,), _ = printed(capsys)
-    assert metrics_of(emf) | {"TickDurationMs": None} == {
+    assert without_duration(emf) == {
         "MissRate": [0.9],
         "PoolSize": [2.0],
         "ScalingActions": [1.0],
-        "NotificationFailures": [0.0],
-        "TickDurationMs": None,
+        **QUIET,
+        **figures(in_service=1, launching=1),
     }
     serve(client, 2, 0.5)
     assert tick(client, 2)["action"] == "hold"
@@ -101,7 +125,7 @@ def test_without_a_stage_the_service_is_the_only_dimension(capsys: Any) -> None:
         observability.flush_metrics()
     (emf,), _ = printed(capsys)
     assert dimensions_of(emf) == {"service": "memcache-scaler"}
-    assert metrics_of(emf) == {"TickDurationMs": [12.5], "NotificationFailures": [0.0]}
+    assert metrics_of(emf) == {"TickDurationMs": [12.5], **QUIET}
 
 
 def test_a_tick_logs_one_json_line_with_its_time_and_decision(client: Client, capsys: Any) -> None:
@@ -164,10 +188,129 @@ def test_undelivered_notifications_are_counted_and_logged(
         (emf,), lines = printed(capsys)
     assert len(frontend.received) == 3, "three attempts"
     assert metrics_of(emf)["NotificationFailures"] == [1.0]
+    assert metrics_of(emf)["NotificationBacklog"] == [1.0], "the increase waits for the front-end"
     (warning,) = [line for line in lines if line["level"] == "WARNING"]
     assert warning["message"].startswith("notification not delivered")
     assert (warning["sequence"], warning["change"], warning["last"]) == (1, "increase", "HTTP 503")
     assert warning["tick_time"] == "2026-11-26T12:01:00Z"
+
+
+def test_a_backlog_is_published_every_tick_until_the_front_end_takes_it(
+    client: Client, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeFrontend() as frontend:
+        frontend.status = 500  # the front-end is down
+        monkeypatch.setenv("FRONTEND_NOTIFY_URL", frontend.url)
+        monkeypatch.setenv("FRONTEND_NOTIFY_TIMEOUT_SECONDS", "0.2")
+        monkeypatch.setenv("NODE_READINESS", "running")
+        post_json(client, "/api/scaler/config", {"min_pool_size": 2})
+        tick(client, 0)  # two launches: nothing to tell yet
+        printed(capsys)
+        backlog = []
+        for minute in (1, 2, 3):  # in service: their increase waits, and waits
+            tick(client, minute)
+            (emf,), _ = printed(capsys)
+            backlog.append(metrics_of(emf)["NotificationBacklog"])
+        frontend.status = 200
+        tick(client, 4)
+        (emf,), _ = printed(capsys)
+    assert backlog == [[1.0]] * 3
+    assert without_duration(emf) == {"PoolSize": [2.0], "ScalingActions": [0.0], **QUIET, **figures(2)}
+
+
+def test_the_pool_figures_follow_launches_drains_and_the_config(
+    client: Client, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeFrontend() as frontend:
+        monkeypatch.setenv("FRONTEND_NOTIFY_URL", frontend.url)
+        monkeypatch.setenv("NODE_READINESS", "running")
+        post_json(client, "/api/scaler/config", {"auto_mode": False, "max_pool_size": 6})
+        assert post_json(client, "/api/scaler/resize", {"target_size": 4}).status_code == 200
+        printed(capsys)
+        tick(client, 0)  # the four come into service
+        (in_service,), _ = printed(capsys)
+        assert post_json(client, "/api/scaler/resize", {"target_size": 2}).json_body["action"] == "scale_in"
+        post_json(client, "/api/scaler/config", {"max_miss_rate_threshold": 0.6})
+        printed(capsys)
+        tick(client, 1)  # two drain: their decrease is delivered, the front-end has not confirmed
+        (draining,), _ = printed(capsys)
+    limits = {"MaxPoolSize": [6.0]}
+    assert without_duration(in_service) == {
+        "PoolSize": [4.0],
+        "ScalingActions": [0.0],
+        **QUIET,
+        **figures(in_service=4),
+        **limits,
+    }
+    assert without_duration(draining) == {
+        "PoolSize": [2.0],
+        "ScalingActions": [0.0],
+        **QUIET,
+        **figures(in_service=2, draining=2),
+        **limits,
+        "MaxMissRateThreshold": [0.6],
+    }
+
+
+def test_a_failed_launch_is_counted_every_tick_it_fails(
+    client: Client, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subnet that does not exist: EC2 (moto) refuses every RunInstances."""
+    monkeypatch.setenv("NODE_SUBNET_IDS", "subnet-0000000000000bad0")
+    printed(capsys)
+    counted = []
+    for minute in (0, 1, 2):
+        decision = tick(client, minute)
+        assert any("InvalidSubnetID.NotFound" in error for error in decision["errors"]), decision
+        (emf,), (line,) = printed(capsys)
+        counted.append(metrics_of(emf)["LaunchFailures"])
+        assert metrics_of(emf)["Launching"] == [0.0] and line["level"] == "WARNING"
+    monkeypatch.delenv("NODE_SUBNET_IDS")
+    tick(client, 3)
+    (emf,), _ = printed(capsys)
+    assert counted == [[1.0]] * 3
+    assert without_duration(emf) == {
+        "PoolSize": [1.0],
+        "ScalingActions": [1.0],
+        **QUIET,
+        **figures(launching=1),
+    }
+
+
+@contextmanager
+def terminations_refused() -> Iterator[None]:
+    """EC2 answers TerminateInstances with UnauthorizedOperation (an IAM policy that lacks it),
+    raised inside botocore's call, where the adapter's own error handling sees it."""
+
+    def refuse(**_: Any) -> None:
+        error = {"Error": {"Code": "UnauthorizedOperation", "Message": "not allowed"}}
+        raise ClientError(error, "TerminateInstances")
+
+    events = aws.client("ec2").meta.events
+    events.register("before-call.ec2.TerminateInstances", refuse, unique_id="refuse-terminations")
+    try:
+        yield
+    finally:
+        events.unregister("before-call.ec2.TerminateInstances", unique_id="refuse-terminations")
+
+
+def test_a_failed_terminate_is_counted_by_the_route_and_by_each_tick_that_retries_it(
+    client: Client, capsys: Any
+) -> None:
+    tick(client, 0)
+    printed(capsys)
+    with terminations_refused():
+        response = client.http.post("/api/scaler/terminate_all", headers=AUTH)
+        assert response.status_code == 503, response.body
+        route, _ = printed(capsys)
+        decision = tick(client, 1)  # retried first: refused again
+        (retried,), _ = printed(capsys)
+    assert [metrics_of(document) for document in route] == [{"TerminateFailures": [1.0]}]
+    assert any("UnauthorizedOperation" in error for error in decision["errors"]), decision
+    assert metrics_of(retried)["TerminateFailures"] == [1.0]
+    tick(client, 2)
+    (settled,), _ = printed(capsys)
+    assert metrics_of(settled)["TerminateFailures"] == [0.0]
 
 
 def test_a_failing_tick_logs_the_error_and_still_flushes_once(
@@ -181,7 +324,7 @@ def test_a_failing_tick_logs_the_error_and_still_flushes_once(
     with pytest.raises(RuntimeError):
         tick(client, 0)
     (emf,), (line,) = printed(capsys)
-    assert set(metrics_of(emf)) == {"TickDurationMs", "NotificationFailures"}
+    assert metrics_of(emf) == {"TickDurationMs": metrics_of(emf)["TickDurationMs"], **QUIET}
     assert line["level"] == "ERROR" and line["message"] == "tick failed"
     assert line["tick_time"] == "2026-11-26T12:00:00Z" and "DynamoDB is on fire" in line["exception"]
 

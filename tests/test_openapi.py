@@ -75,10 +75,21 @@ def is_public(path: str, method: str) -> bool:
     return SPEC["paths"][path][method.lower()].get("security", SPEC["security"]) == []
 
 
+def _reading(text: str) -> Any:
+    """A form field as the description reads it: the text, or the number a JSON reader finds in it
+    (what schemathesis does too); the routes read a few more spellings (``.25``, ``+2``)."""
+    try:
+        number = json.loads(text)
+    except ValueError:
+        return text
+    return number if isinstance(number, int | float) and not isinstance(number, bool) else text
+
+
 def form_fields(body: str) -> dict[str, Any]:
     """A form body as the schema sees it: a repeated field is a list."""
     fields: dict[str, Any] = {}
-    for key, value in parse_qsl(body, keep_blank_values=True):
+    for key, text in parse_qsl(body, keep_blank_values=True):
+        value = _reading(text)
         if key in fields:
             previous = fields[key]
             fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
@@ -169,16 +180,24 @@ GOOD_BODIES = [
     ("/api/scaler/config", JSON, '{"ratio_expand_pool": 3, "min_get_requests": 0, "policy": "ratio"}'),
     ("/api/scaler/config", JSON, "{}"),
     ("/api/scaler/config", FORM, "ratio_expand_pool=3&min_pool_size=2"),
-    ("/api/scaler/config", FORM, "auto_mode=TRUE&shrink_ratio=.25&scale_in_window_minutes=10"),
+    ("/api/scaler/config", FORM, "auto_mode=TRUE&shrink_ratio=0.25&scale_in_window_minutes=10"),
+    # An integer is any whole number (JSON Schema's `integer`), in JSON and in forms.
+    ("/api/scaler/config", JSON, '{"min_get_requests": 145.0, "min_pool_size": 1e0}'),
+    ("/api/scaler/config", FORM, "min_get_requests=145.0&scale_in_window_minutes=%2010%0A&max_pool_size=8"),
+    ("/api/scaler/config", FORM, "auto_mode=%09false%0B%0C&expand_ratio=1e1"),
     ("/api/scaler/config", JSON, '{"shadow_policy": "predictive", "scheduled_floors": [' + FLOOR + "]}"),
     ("/api/scaler/config", JSON, '{"shadow_policy": null, "scheduled_floors": []}'),
     ("/api/scaler/config", FORM, "shadow_policy=&scheduled_floors=" + quote("[" + FLOOR + "]")),
     ("/api/scaler/set_test_miss_rate", JSON, '{"test_miss_rate": 0.95}'),
     ("/api/scaler/set_test_miss_rate", FORM, "test_miss_rate=0"),
+    ("/api/scaler/set_test_miss_rate", FORM, "test_miss_rate=1e-3"),
     ("/api/scaler/resize", JSON, '{"target_size": 2}'),
+    ("/api/scaler/resize", JSON, '{"target_size": 2.0}'),
     ("/api/scaler/resize", FORM, "target_size=1"),
+    ("/api/scaler/resize", FORM, "target_size=1.0"),
     ("/api/scaler/cache_list", JSON, '{"cache_pool_ids": ["{0}", "{1}"]}'),
     ("/api/scaler/cache_list", FORM, "cache_pool_ids={0},{1}"),
+    ("/api/scaler/cache_list", FORM, "cache_pool_ids=%20{0}%09,%0A{1},"),
     ("/api/scaler/cache_list", FORM, "cache_pool_ids={2}&cache_pool_ids={3}"),
     ("/api/poolsize/change", JSON, '{"cache_ip": "10.0.0.1"}'),  # accepted, then 404: no such node
     ("/api/poolsize/change", FORM, "cache_ip=%3A%3A1"),
@@ -201,10 +220,22 @@ BAD_BODIES = [
     ("/api/scaler/set_test_miss_rate", JSON, "{}"),
     ("/api/scaler/resize", JSON, '{"target_size": "2"}'),
     ("/api/scaler/resize", FORM, "target_size=9"),
+    ("/api/scaler/resize", JSON, '{"target_size": 2.5}'),
+    ("/api/scaler/resize", FORM, "target_size=2.5"),
+    ("/api/scaler/config", JSON, '{"min_get_requests": 9007199254740992}'),
+    ("/api/scaler/config", JSON, '{"expand_ratio": 1' + "0" * 400 + "}"),  # no double holds it
+    ("/api/scaler/config", FORM, "scale_in_window_minutes=%09%2B3167080%09"),  # out of range, as text
+    ("/api/scaler/config", FORM, "max_miss_rate_threshold=947595678"),
+    ("/api/scaler/config", FORM, "min_pool_size=2.5"),
+    ("/api/scaler/set_test_miss_rate", FORM, "test_miss_rate=%0B%0A14292920%0B%09"),
     ("/api/scaler/cache_list", JSON, '{"cache_pool_ids": "{0}"}'),
     ("/api/scaler/cache_list", JSON, '{"cache_pool_ids": []}'),
     ("/api/scaler/cache_list", JSON, '{"cache_pool_ids": ["i-xyz"]}'),
     ("/api/scaler/cache_list", FORM, "cache_pool_ids=i-xyz"),
+    ("/api/scaler/cache_list", FORM, "cache_pool_ids=&cache_pool_ids=&cache_pool_ids="),
+    ("/api/scaler/cache_list", FORM, "cache_pool_ids={0},%20{0}"),  # an id twice in one value
+    ("/api/scaler/cache_list", FORM, "cache_pool_ids=,{0}"),
+    ("/api/scaler/cache_list", FORM, "cache_pool_ids=%20{0}&cache_pool_ids={1}"),  # repeated: exact ids
     ("/api/poolsize/change", JSON, '{"cache_ip": "not-an-ip"}'),
     ("/api/poolsize/change", JSON, '{"cache_ip": "10.0.0.1", "why": "done"}'),
     ("/api/scaler/list", JSON, '{"x": 1}'),
@@ -234,10 +265,30 @@ def test_bodies_the_route_accepts_the_schema_accepts(
 def test_bodies_the_schema_refuses_the_route_refuses(
     client: Client, pool: list[str], path: str, media: str, body: str
 ) -> None:
-    body = body.replace("{0}", pool[0])
+    body = body.replace("{0}", pool[0]).replace("{1}", pool[1])
     assert not schema_accepts(request_schema(path, "POST", media), _instance(media, body))
     response = send(client, path, media, body)
     assert response.status_code == 400, response.body
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "value"),
+    [
+        ("shrink_ratio", ".25", 0.25),
+        ("expand_ratio", "+2", 2.0),
+        ("min_pool_size", "02", 2),
+        ("scale_in_window_minutes", "%0B7%0C", 7),
+        ("max_miss_rate_threshold", "1.", 1.0),
+    ],
+)
+def test_a_form_number_may_be_spelled_more_ways_than_json_writes_it(
+    client: Client, field: str, text: str, value: Any
+) -> None:
+    """Beyond the description's reading (a JSON number's text): a sign, leading zeros, a bare point,
+    any ASCII whitespace around it. More lenient, never less: each of these is a valid value."""
+    response = send(client, "/api/scaler/config", FORM, f"{field}={text}")
+    assert response.status_code == 200, response.body
+    assert response.json_body[field] == value
 
 
 # -- the fuzzing pass ------------------------------------------------------------------------------

@@ -28,7 +28,22 @@ MERGE_TEMPLATE = PROJECT_DIR / "deploy" / "resources.json"
 STAGES = ("dev", "prod")
 FUNCTIONS = {"api_handler": "APIHandler", "scale": "Scale"}  # Chalice name -> logical id
 EMF_NAMESPACE = "MemcacheScaler"
-EMF_METRICS = {"MissRate", "PoolSize", "ScalingActions", "TickDurationMs", "NotificationFailures"}
+# What the functions publish (chalicelib/adapters/observability.py); alarms may read nothing else.
+EMF_METRICS = {
+    "MissRate",
+    "PoolSize",
+    "ScalingActions",
+    "TickDurationMs",
+    "NotificationFailures",
+    "LaunchFailures",
+    "TerminateFailures",
+    "InService",
+    "Launching",
+    "Draining",
+    "NotificationBacklog",
+    "MaxPoolSize",
+    "MaxMissRateThreshold",
+}
 INSTANCE_ARN = "arn:aws:ec2:*:*:instance/*"
 # Each stage's node role, and the instance profile that holds it (deploy/resources.json makes both).
 NODE_ROLE = {stage: f"memcache-scaler-node-{stage}" for stage in STAGES}
@@ -415,6 +430,9 @@ def test_alarms_go_to_the_topic_parameter(templates: dict[str, Any], stage: str)
         "PoolAtMaxStillMissingAlarm",
         "MissRateMissingAlarm",
         "NotificationFailuresAlarm",
+        "LaunchFailuresAlarm",
+        "TerminateFailuresAlarm",
+        "NotificationBacklogAlarm",
         "TickErrorsAlarm",
     }
     for name, alarm in alarms.items():
@@ -432,13 +450,16 @@ def test_alarms_go_to_the_topic_parameter(templates: dict[str, Any], stage: str)
     assert template["Parameters"]["MetricsService"]["Default"] == "memcache-scaler"
 
     at_max = alarms["PoolAtMaxStillMissingAlarm"]["Properties"]
-    assert {metric for _, metric, _ in _metrics_of(alarms["PoolAtMaxStillMissingAlarm"])} == {
-        "PoolSize",
-        "MissRate",
-    }
+    ids = {m["MetricStat"]["Metric"]["MetricName"]: m["Id"] for m in at_max["Metrics"] if "MetricStat" in m}
+    assert set(ids) == {"PoolSize", "MaxPoolSize", "MissRate", "MaxMissRateThreshold"}
     (expression,) = [m for m in at_max["Metrics"] if m.get("ReturnData")]
-    assert "AND" in expression["Expression"]["Fn::Sub"]
+    # Figures the tick publishes on both sides, never a copy of the config in the template.
+    size, most, miss, limit = (
+        ids[m] for m in ("PoolSize", "MaxPoolSize", "MissRate", "MaxMissRateThreshold")
+    )
+    assert expression["Expression"] == f"IF({size} >= {most} AND {miss} > {limit}, 1, 0)"
     assert at_max["EvaluationPeriods"] * 60 == 600 and at_max["DatapointsToAlarm"] == 10
+    assert not {"AlarmPoolSize", "AlarmMissRate"} & set(template["Parameters"])
 
     silent = alarms["MissRateMissingAlarm"]["Properties"]
     assert (silent["MetricName"], silent["TreatMissingData"]) == ("MissRate", "breaching")
@@ -450,6 +471,26 @@ def test_alarms_go_to_the_topic_parameter(templates: dict[str, Any], stage: str)
         "GreaterThanThreshold",
         0,
     )
+
+    for name, metric in (
+        ("LaunchFailuresAlarm", "LaunchFailures"),
+        ("TerminateFailuresAlarm", "TerminateFailures"),
+    ):
+        props = alarms[name]["Properties"]
+        # at least one failure in 3 of the last 5 minutes: the tick retries every minute
+        assert (props["MetricName"], props["Statistic"], props["Period"]) == (metric, "Sum", 60), name
+        assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1), name
+        assert (props["DatapointsToAlarm"], props["EvaluationPeriods"]) == (3, 5), name
+
+    backlog = alarms["NotificationBacklogAlarm"]["Properties"]
+    # a notice waiting at every tick of 10 minutes
+    assert (backlog["MetricName"], backlog["Statistic"], backlog["Period"]) == (
+        "NotificationBacklog",
+        "Minimum",
+        60,
+    )
+    assert (backlog["ComparisonOperator"], backlog["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert backlog["DatapointsToAlarm"] == backlog["EvaluationPeriods"] == 10
 
     errors = alarms["TickErrorsAlarm"]["Properties"]
     assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")

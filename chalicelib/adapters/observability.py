@@ -28,6 +28,20 @@ NAMESPACE = "MemcacheScaler"
 # Decisions that change the pool; ``hold`` and a replayed decision count 0.
 SCALING_ACTIONS = frozenset({"scale_out", "scale_in", "repair", "replace"})
 NOTIFICATION_FAILURES = "NotificationFailures"
+LAUNCH_FAILURES = "LaunchFailures"
+TERMINATE_FAILURES = "TerminateFailures"
+# Counted where they happen, in a tick or a route; a tick that counted none publishes a 0, so that
+# the series is continuous and missing data means no ticks.
+FAILURE_COUNTS = (NOTIFICATION_FAILURES, LAUNCH_FAILURES, TERMINATE_FAILURES)
+# The tick's figures (``chalicelib.service.tick.figures``) and the metric each is published as.
+FIGURE_METRICS = {
+    "in_service": ("InService", MetricUnit.Count),
+    "launching": ("Launching", MetricUnit.Count),
+    "draining": ("Draining", MetricUnit.Count),
+    "notices_queued": ("NotificationBacklog", MetricUnit.Count),
+    "max_pool_size": ("MaxPoolSize", MetricUnit.Count),
+    "max_miss_rate_threshold": ("MaxMissRateThreshold", MetricUnit.NoUnit),
+}
 # What a tick's log line carries from its summary, when present.
 _TICK_FIELDS = (
     "action",
@@ -43,6 +57,7 @@ _TICK_FIELDS = (
     "taken_back",
     "errors",
     "replayed",
+    "figures",
 )
 
 
@@ -104,14 +119,28 @@ def count_notification_failure() -> None:
     metrics.add_metric(name=NOTIFICATION_FAILURES, unit=MetricUnit.Count, value=1)
 
 
+def count_launch_failure() -> None:
+    """A launch EC2 refused (after every instance type was tried): a bad image, subnet, role."""
+    metrics.add_metric(name=LAUNCH_FAILURES, unit=MetricUnit.Count, value=1)
+
+
+def count_terminate_failure() -> None:
+    """A termination EC2 refused or did not answer; it stays owed and is retried."""
+    metrics.add_metric(name=TERMINATE_FAILURES, unit=MetricUnit.Count, value=1)
+
+
 def record_tick(summary: Mapping[str, Any] | None, duration_ms: float) -> None:
     """A tick's metrics; ``summary`` is None when the tick raised."""
     metrics.add_metric(name="TickDurationMs", unit=MetricUnit.Milliseconds, value=duration_ms)
-    if NOTIFICATION_FAILURES not in metrics.metric_set:
-        # A zero every tick keeps the alarm's series continuous: missing data then means no ticks.
-        metrics.add_metric(name=NOTIFICATION_FAILURES, unit=MetricUnit.Count, value=0)
+    for name in FAILURE_COUNTS:
+        if name not in metrics.metric_set:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=0)
     if summary is None:
         return
+    for key, value in (summary.get("figures") or {}).items():
+        if key in FIGURE_METRICS and isinstance(value, int | float) and not isinstance(value, bool):
+            name, unit = FIGURE_METRICS[key]
+            metrics.add_metric(name=name, unit=unit, value=value)
     replayed = bool(summary.get("replayed"))
     acted = summary.get("action") in SCALING_ACTIONS and not replayed
     metrics.add_metric(name="ScalingActions", unit=MetricUnit.Count, value=1 if acted else 0)
@@ -165,7 +194,7 @@ def request_middleware(request: Request, get_response: Callable[[Request], Respo
             logger.exception("request failed")
             raise
         finally:
-            flush_metrics()  # routes record only notification failures
+            flush_metrics()  # routes record only failures: notifications, launches, terminations
         status = response.status_code
         subsegment.put_annotation("route", request.path)
         subsegment.put_annotation("status", status)

@@ -23,8 +23,11 @@ MAX_NODES = 8
 POLICIES = policies.NAMES
 # Integers go through JSON and browsers: keep them exact in a double.
 _MAX_SAFE_INT = 2**53 - 1
-_INT_TEXT = re.compile(r"[+-]?[0-9]+")
-_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# What may surround a value given as text (a form's fields, "true"/"false"): ASCII whitespace,
+# which openapi.yaml's patterns spell [ \t\n\r\v\f] (str.strip() alone would take more).
+TEXT_SPACE = " \t\n\r\v\f"
+# A number as form text: a sign, digits with a point anywhere, an exponent.
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ FIELDS: dict[str, Field] = {
     "min_pool_size": Field("integer", 1, lambda x: 1 <= x <= MAX_NODES, f"1..{MAX_NODES}"),
     "max_pool_size": Field("integer", MAX_NODES, lambda x: 1 <= x <= MAX_NODES, f"1..{MAX_NODES}"),
     "scale_in_window_minutes": Field("integer", 5, lambda x: 1 <= x <= 60, "1..60"),
-    "min_get_requests": Field("integer", 50, lambda x: 0 <= x <= _MAX_SAFE_INT, "≥ 0"),
+    "min_get_requests": Field("integer", 50, lambda x: 0 <= x <= _MAX_SAFE_INT, f"0..{_MAX_SAFE_INT}"),
     "policy": Field("choice", "ratio", lambda x: x in POLICIES, " or ".join(map(repr, POLICIES))),
     # Optional fields (README, "Shadow decisions" and "Scheduled floors").
     "shadow_policy": Field(
@@ -88,28 +91,29 @@ def _coerce(field: Field, value: Any, from_form: bool) -> Any:
     if field.kind == "boolean":
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
+        if isinstance(value, str) and value.strip(TEXT_SPACE).lower() in ("true", "false"):
+            return value.strip(TEXT_SPACE).lower() == "true"
         raise _Invalid("must be a boolean (true or false)")
     if field.kind == "choice":
         if isinstance(value, str) and field.rule(value):
             return value
         raise _Invalid(f"must be {field.rule_text}")
-    if isinstance(value, bool):
-        raise _Invalid(f"must be {'an integer' if field.kind == 'integer' else 'a number'}")
-    if field.kind == "integer":
-        if from_form and isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
-            value = int(value.strip())
-        if not isinstance(value, int):
-            raise _Invalid("must be an integer")
-        return value
-    if from_form and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-        value = float(value.strip())
-    if not isinstance(value, (int, float)):
-        raise _Invalid("must be a number")
-    if not math.isfinite(value):
+    wanted = "an integer" if field.kind == "integer" else "a number"
+    if from_form and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip(TEXT_SPACE)):
+        value = float(value.strip(TEXT_SPACE))  # form text, read as a JSON reader reads a number
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"must be {wanted}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise _Invalid("must be a finite number")
-    return float(value)
+    if field.kind == "integer":
+        # JSON has one kind of number, and JSON Schema's integer is any whole one: 2.0 is 2.
+        if isinstance(value, float) and not value.is_integer():
+            raise _Invalid("must be an integer")
+        return int(value)
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer beyond any double
+        raise _Invalid("must be a finite number") from None
 
 
 def _coerce_floors(value: Any, from_form: bool) -> list[dict[str, Any]]:
@@ -136,7 +140,8 @@ def parse_patch(
     """Validate the fields of a POST, one by one, into canonical names and types.
 
     Form bodies carry only strings, so numbers are parsed from text there; JSON bodies must
-    send numbers as numbers. Booleans may be the strings "true"/"false" in both.
+    send numbers as numbers. An integer is any whole number (``2``, ``2.0``, ``2e0``), as in JSON
+    Schema. Booleans may be the strings "true"/"false" in both.
     """
     problems: list[str] = [f"{name}: required" for name in required if name not in raw]
     patch: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from typing import Any
 from chalicelib.adapters.dynamodb import StateStore
 from chalicelib.adapters.ec2 import Ec2Nodes
 from chalicelib.adapters.frontend import Deadline, Notifier
-from chalicelib.adapters.observability import logger
+from chalicelib.adapters.observability import count_launch_failure, count_terminate_failure, logger
 from chalicelib.domain.changes import Change
 from chalicelib.domain.clock import parse_iso
 from chalicelib.domain.config import MAX_NODES
@@ -103,6 +103,7 @@ def terminate_live(ec2: Ec2Nodes, ids: list[str], outcome: Outcome) -> list[str]
         ec2.terminate([node_id for node_id in ids if node_id in alive])
     except ScalerError as exc:
         outcome.failures.append(f"terminate failed: {exc}")
+        count_terminate_failure()
         return list(ids)
     outcome.terminated.extend(ids)
     return []
@@ -135,6 +136,7 @@ def carry_out(
                 instance = ec2.launch(launch.token, settings.launch, launch.slot)
             except ScalerError as exc:
                 outcome.failures.append(f"launch failed: {exc}")
+                count_launch_failure()
                 break
             live += 1
         outcome.added.append(Node.launching(instance, since=plan.time, token=launch.token))

@@ -19,7 +19,7 @@ from chalicelib.adapters.ec2 import Ec2Nodes
 from chalicelib.adapters.frontend import Deadline, Notifier
 from chalicelib.domain import changes
 from chalicelib.domain.clock import WallClock, wall_clock
-from chalicelib.domain.config import MAX_NODES
+from chalicelib.domain.config import MAX_NODES, TEXT_SPACE
 from chalicelib.domain.errors import PoolConflictError, ValidationError, retry_on_conflict
 from chalicelib.domain.instances import Instance, NodeIdentity
 from chalicelib.domain.pool import Node, Pool
@@ -33,7 +33,8 @@ ADOPTABLE_STATES = ("pending", "running")
 def parse_cache_pool_ids(pairs: list[tuple[str, Any]], *, from_form: bool) -> list[str]:
     """``cache_pool_ids`` of a cache_list POST: 1..8 unique EC2 instance ids, in order.
 
-    A form may repeat the field or give one comma-separated value.
+    A form may give one comma-separated value (whitespace around each id ignored, a trailing comma
+    allowed) or repeat the field, one id each.
     """
     unknown = sorted({key for key, _ in pairs if key != "cache_pool_ids"})
     if unknown:
@@ -41,8 +42,12 @@ def parse_cache_pool_ids(pairs: list[tuple[str, Any]], *, from_form: bool) -> li
     values = [value for _, value in pairs]
     if not values:
         raise ValidationError("cache_pool_ids is required")
-    if from_form:
-        ids = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if from_form and len(values) == 1:
+        ids = [part.strip(TEXT_SPACE) for part in values[0].split(",")]
+        if len(ids) > 1 and not ids[-1]:
+            ids.pop()  # "i-…,i-…," as a list joined with a comma after each id
+    elif from_form:
+        ids = values
     elif len(values) == 1 and isinstance(values[0], list):
         ids = values[0]
     else:

@@ -24,7 +24,7 @@ from chalicelib.domain.plan import Plan
 from chalicelib.domain.planner import Readings, Rules, TickPlan, plan_tick
 from chalicelib.domain.policies import Policy, policy_named, shadow_policy_of
 from chalicelib.domain.policy import HOLD
-from chalicelib.domain.pool import IN_SERVICE, LAUNCHING, Pool
+from chalicelib.domain.pool import DRAINING, IN_SERVICE, LAUNCHING, Pool
 from chalicelib.domain.records import tick_record
 from chalicelib.domain.settings import Settings
 from chalicelib.domain.traffic import PoolTraffic
@@ -114,25 +114,47 @@ def scheduled_tick(event_time: str, context: Any = None) -> dict[str, Any]:
 
 
 def run_tick(deps: TickDeps, at: str | datetime, *, dry_run: bool = False) -> dict[str, Any]:
-    """One tick at ``at``; answers a JSON-serialisable summary of the decision."""
+    """One tick at ``at``; answers a JSON-serialisable summary of the decision, with the tick's
+    ``figures`` (what the pool holds after it, the limits it ran with) that the tick publishes."""
     now = tick_time(at)
     try:
         # A route that wrote the pool meanwhile makes the tick observe again.
         busy = f"tick {iso(now)}: the pool kept changing"
         return retry_on_conflict(lambda: _tick(deps, now, dry_run), busy=busy)
     except RecordExistsError:
-        pool = deps.store.load_pool()
-        return {**(pool.last_decision or {}), "replayed": True}
+        config, _, pool = deps.store.load_state()
+        return {**(pool.last_decision or {}), "replayed": True, "figures": figures(pool, config)}
+
+
+def figures(pool: Pool, config: dict[str, Any]) -> dict[str, Any]:
+    """The pool after a tick and the limits it ran with: alarms compare what the tick publishes,
+    never a copy of the config that the manager-app may have changed since."""
+    return {
+        "in_service": pool.count(IN_SERVICE),
+        "launching": pool.count(LAUNCHING),
+        "draining": pool.count(DRAINING),
+        "notices_queued": len(pool.outbox),
+        "max_pool_size": config["max_pool_size"],
+        "max_miss_rate_threshold": config["max_miss_rate_threshold"],
+    }
 
 
 def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
-    """Load → finish a dead writer's plan → read the adapters → plan → write the plan → act."""
+    """Load, then decide and act (a dry run only decides); answer with the tick's figures."""
     config, _, pool = deps.store.load_state()
     answered = _answered_already(pool, iso(now))
     if answered is not None:
-        return answered
+        return {**answered, "figures": figures(pool, config)}
     if dry_run:
         return _dry_run(deps, pool, config, now)
+    after, summary = _decide_and_act(deps, config, pool, now)
+    return {**summary, "figures": figures(after, config)}
+
+
+def _decide_and_act(
+    deps: TickDeps, config: dict[str, Any], pool: Pool, now: datetime
+) -> tuple[Pool, dict[str, Any]]:
+    """Finish a dead writer's plan → read the adapters → plan → write the plan → act."""
     # Ticks never overlap (reserved concurrency 1): a tick's plan found here is a dead tick's.
     by_a_route = pool.pending_plan is not None and not pool.pending_plan.by_tick
     if by_a_route and held_by_another(pool, deps.wall_clock()):
@@ -145,7 +167,7 @@ def _tick(deps: TickDeps, now: datetime, dry_run: bool) -> dict[str, Any]:
         plan_time = pool.pending_plan.time
         pool, result = deps.finish(pool, by_token, at=now)
         if plan_time == iso(now):
-            return {**result, "replayed": True}
+            return pool, {**result, "replayed": True}
     return _execute(deps, _plan(deps, pool, config, instances, now), by_token, now)
 
 
@@ -159,15 +181,15 @@ def _plan(
 
 def _execute(
     deps: TickDeps, planned: TickPlan, by_token: dict[str, Instance], now: datetime
-) -> dict[str, Any]:
+) -> tuple[Pool, dict[str, Any]]:
     """Write the plan, then act on EC2 and record the outcome; a plan with nothing for EC2 to do
     is written with its outcome and the tick's record in one write."""
     wall = deps.wall_clock()
     current, plan = planned.pool, planned.plan
     if needs_ec2(plan, current):
         ahead = deps.store.save_pool(replace(claim(current, plan, wall), last_tick_wall=wall.isoformat()))
-        return deps.finish(ahead, by_token, at=now)[1]
-    return deps.apply_in_one_write(current, plan, at=now, last_tick_wall=wall.isoformat())[1]
+        return deps.finish(ahead, by_token, at=now)
+    return deps.apply_in_one_write(current, plan, at=now, last_tick_wall=wall.isoformat())
 
 
 def _answered_already(pool: Pool, stamp: str) -> dict[str, Any] | None:
@@ -198,7 +220,7 @@ def _dry_run(deps: TickDeps, pool: Pool, config: dict[str, Any], now: datetime) 
     }
 
 
-def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[str, Any]:
+def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> tuple[Pool, dict[str, Any]]:
     """A route is resizing right now: leave the pool to it, and record that this tick held."""
     stamp = iso(now)
     source = pool.pending_plan.source if pool.pending_plan else None
@@ -213,8 +235,7 @@ def _hold_for_another_writer(deps: TickDeps, pool: Pool, now: datetime) -> dict[
         "policy": None,
     }
     done = replace(pool, last_tick=stamp, last_tick_wall=deps.wall_clock().isoformat(), last_decision=summary)
-    deps.store.save_pool(done, tick_record(now, {**summary, "events": []}))
-    return summary
+    return deps.store.save_pool(done, tick_record(now, {**summary, "events": []})), summary
 
 
 def by_launch_token(instances: dict[str, Instance]) -> dict[str, Instance]:

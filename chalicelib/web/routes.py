@@ -14,6 +14,7 @@ from chalice import Blueprint, NotFoundError, Response
 
 from chalicelib.adapters.dynamodb import StateStore
 from chalicelib.adapters.frontend import Deadline
+from chalicelib.domain import config as config_rules
 from chalicelib.domain.errors import ValidationError
 from chalicelib.domain.node_life import Timeouts, deadline
 from chalicelib.domain.notices import last_delivered
@@ -198,7 +199,7 @@ def post_poolsize_change() -> dict[str, Any]:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
     ip = fields.get("cache_ip")
     try:
-        ip = str(ipaddress.ip_address(ip.strip())) if isinstance(ip, str) else None
+        ip = str(ipaddress.ip_address(ip.strip(config_rules.TEXT_SPACE))) if isinstance(ip, str) else None
     except ValueError:
         ip = None
     if ip is None:
