@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,18 +127,83 @@ def run_task(task: Task) -> tuple[Task, Any, float]:
     return task, (outcome.run, outcome.median_tick_ms), time.perf_counter() - began
 
 
-def evaluate(tasks: Sequence[Task], jobs: int, log: Any = None) -> list[Day]:
-    """Run every task (in ``jobs`` processes) and gather them into days; progress to ``log`` (stderr)."""
+# What a task's result depends on: a cached result is reused only while these are unchanged.
+FIXED_SOURCES = ("bench/fixed_pools.py", "bench/workload.py", "sim/hashring.py", "sim/lru.py", "frontend_kit")
+REPLAY_SOURCES = (
+    "app.py",
+    ".chalice/config.json",
+    "bench/replay.py",
+    "bench/baselines.py",
+    "bench/workload.py",
+    "chalicelib",
+    "sim",
+    "frontend_kit",
+    "node_agent",
+    "local_stack/scheduler.py",
+)
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def task_key(task: Task) -> str:
+    """A name for ``task``'s result that changes with the task and with the code it runs."""
+    fixed = task.name == "fixed"
+    if fixed:  # the fixed pools know neither the front-end nor the metrics gap
+        task = replace(task, frontend="cold", gap=True)
+    digest = hashlib.sha256(repr(task).encode())
+    for source in FIXED_SOURCES if fixed else REPLAY_SOURCES:
+        path = PROJECT / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(file.relative_to(PROJECT)).encode() + b"\0" + file.read_bytes())
+    slug = task.name.replace(" ", "-").replace("(", "").replace(")", "")
+    return f"{slug}-s{task.seed}-a{task.alpha}-{task.frontend}-{digest.hexdigest()[:16]}"
+
+
+def _result_to_data(task: Task, result: Any, seconds: float) -> dict[str, Any]:
+    if task.name == "fixed":
+        return {
+            "fixed": {str(size): list(map(list, rows)) for size, rows in result.items()},
+            "seconds": seconds,
+        }
+    run, tick_ms = result
+    return {"run": _run_to_data(run), "tick_ms": tick_ms, "seconds": seconds}
+
+
+def _result_from_data(task: Task, data: Mapping[str, Any]) -> tuple[Any, float]:
+    if task.name == "fixed":
+        return {int(size): [tuple(row) for row in rows] for size, rows in data["fixed"].items()}, data[
+            "seconds"
+        ]
+    return (_run_from_data(task.name, data["run"]), data["tick_ms"]), data["seconds"]
+
+
+def evaluate(tasks: Sequence[Task], jobs: int, log: Any = None, cache: Path | None = None) -> list[Day]:
+    """Run every task (in ``jobs`` processes) and gather them into days; progress to ``log`` (stderr).
+
+    With ``cache``, a task whose result is there (same task, same code: ``task_key``) is not run
+    again, and each finished task's result is written there at once.
+    """
     log = sys.stderr if log is None else log  # the stderr of the call, not of the import
     results: dict[Task, Any] = {}
     took: dict[Task, float] = {}
+    to_run = list(tasks)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        for task in tasks:
+            stored = cache / f"{task_key(task)}.json"
+            if stored.exists():
+                results[task], took[task] = _result_from_data(task, json.loads(stored.read_text()))
+                print(f"  {task.name:22} seed {task.seed} α {task.alpha}: cached", file=log, flush=True)
+        to_run = [task for task in tasks if task not in results]
     with contextlib.ExitStack() as stack:
-        finished: Iterator[tuple[Task, Any, float]] = map(run_task, tasks)
-        if jobs > 1:
+        finished: Iterator[tuple[Task, Any, float]] = map(run_task, to_run)
+        if jobs > 1 and len(to_run) > 1:
             pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(jobs))
-            finished = pool.imap_unordered(run_task, tasks)
+            finished = pool.imap_unordered(run_task, to_run)
         for task, result, seconds in finished:
             results[task], took[task] = result, seconds
+            if cache is not None:
+                data = _result_to_data(task, result, seconds)
+                (cache / f"{task_key(task)}.json").write_text(json.dumps(data, separators=(",", ":")))
             print(f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s", file=log, flush=True)
     days = []
     frontend = tasks[0].frontend if tasks else "cold"
@@ -238,16 +304,7 @@ def save(days: Sequence[Day], path: Path) -> None:
             "seed": day.seed,
             "alpha": day.alpha,
             "fixed": {str(size): list(map(list, rows)) for size, rows in day.fixed.items()},
-            "runs": {
-                name: {
-                    "sizes": list(run.sizes),
-                    "gets": list(run.gets),
-                    "misses": list(run.misses),
-                    "actions": list(map(list, run.actions)),
-                    "moves": list(map(list, run.extra.get("moves", ()))),
-                }
-                for name, run in day.runs.items()
-            },
+            "runs": {name: _run_to_data(run) for name, run in day.runs.items()},
             "tick_ms": dict(day.tick_ms),
             "gap_minutes": list(day.gap_minutes),
             "replay_seconds": dict(day.replay_seconds),
@@ -259,21 +316,26 @@ def save(days: Sequence[Day], path: Path) -> None:
     path.write_text(json.dumps(data, separators=(",", ":")))
 
 
+def _run_to_data(run: Run) -> dict[str, Any]:
+    return {
+        "sizes": list(run.sizes),
+        "gets": list(run.gets),
+        "misses": list(run.misses),
+        "actions": list(map(list, run.actions)),
+        "moves": list(map(list, run.extra.get("moves", ()))),
+    }
+
+
+def _run_from_data(name: str, run: Mapping[str, Any]) -> Run:
+    moves = {"moves": tuple(map(tuple, run["moves"]))} if run.get("moves") else {}
+    return Run(name, run["sizes"], run["gets"], run["misses"], [tuple(a) for a in run["actions"]], moves)
+
+
 def load(path: Path) -> list[Day]:
     days = []
     for item in json.loads(path.read_text()):
         fixed = {int(size): [tuple(row) for row in rows] for size, rows in item["fixed"].items()}
-        runs = {
-            name: Run(
-                name,
-                run["sizes"],
-                run["gets"],
-                run["misses"],
-                [tuple(a) for a in run["actions"]],
-                {"moves": tuple(map(tuple, run["moves"]))} if run.get("moves") else {},
-            )
-            for name, run in item["runs"].items()
-        }
+        runs = {name: _run_from_data(name, run) for name, run in item["runs"].items()}
         days.append(
             Day(
                 item["seed"],
@@ -330,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--save", type=Path, help="write every day's figures to this JSON file")
     parser.add_argument("--load", type=Path, help="report the days saved in this JSON file; replay nothing")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep each replay's result in this folder and reuse it while the code is the same",
+    )
     args = parser.parse_args(argv)
     common = {
         "hashing": args.hashing,
@@ -345,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("fixed", *args.policies)
     ]
     began = time.perf_counter()
-    days = load(args.load) if args.load else evaluate(tasks, args.jobs)
+    days = load(args.load) if args.load else evaluate(tasks, args.jobs, cache=args.cache)
     if args.save:
         save(days, args.save)
     frontend = days[0].frontend if days else args.frontend
