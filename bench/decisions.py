@@ -2,25 +2,28 @@
 
     .venv/bin/python -m bench.decisions                      # 5 seeds × α 0.9 and 1.2, 2 processes
     .venv/bin/python -m bench.decisions --seeds 0 --alphas 0.9 --png artifacts/bench-day.png
+    .venv/bin/python -m bench.decisions --frontend warm  # the front-end kit's warm moves
 
 Per (seed, α): the fixed warm pools 1..8 (the oracle's input, and the static baseline), then
 each policy's replay through the real scheduled function under moto. Prints a table per day,
 the mean table over all days, the checks of the benchmark's targets, the median tick time, and
 last the line ``bench: cost_ratio=… avoidable_violation_min=… actions=… reversals=…`` for the
-predictive policy with the curve.
+predictive policy with the curve. ``--frontend warm`` replays the days with the front-end kit's
+warm moves (``sim.tier``), and says how many keys each change copied and how long that took.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from bench.score import (
     score,
 )
 from bench.workload import WARMUP_MINUTES
+from sim.tier import FRONTENDS
 
 PREDICTIVE = "predictive (curve)"
 PREDICTIVE_BLIND = "predictive (no curve)"
@@ -68,6 +72,7 @@ class Task:
     gap: bool = True
     mean_gets: int | None = None
     minutes: int | None = None
+    frontend: str = "cold"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Day:
     tick_ms: Mapping[str, float]
     gap_minutes: tuple[int, ...]
     replay_seconds: Mapping[str, float] = field(default_factory=dict)  # wall time of each day's replay
+    frontend: str = "cold"
 
     def scores(self) -> list[Score]:
         runs = {**self.runs, STATIC: best_static(self.fixed, self.oracle, MAX_MISS_RATE)}
@@ -100,7 +106,9 @@ def _setup(task: Task, curve: bool) -> Setup:
     kwargs: dict[str, Any] = {}
     if task.minutes is not None:
         kwargs["minutes"] = task.minutes
-    return Setup(task.seed, task.alpha, curve, task.hashing, task.gap, task.mean_gets, **kwargs)
+    return Setup(
+        task.seed, task.alpha, curve, task.hashing, task.gap, task.mean_gets, frontend=task.frontend, **kwargs
+    )
 
 
 def run_task(task: Task) -> tuple[Task, Any, float]:
@@ -119,19 +127,86 @@ def run_task(task: Task) -> tuple[Task, Any, float]:
     return task, (outcome.run, outcome.median_tick_ms), time.perf_counter() - began
 
 
-def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Day]:
-    """Run every task (in ``jobs`` processes) and gather them into days."""
+# What a task's result depends on: a cached result is reused only while these are unchanged.
+FIXED_SOURCES = ("bench/fixed_pools.py", "bench/workload.py", "sim/hashring.py", "sim/lru.py", "frontend_kit")
+REPLAY_SOURCES = (
+    "app.py",
+    ".chalice/config.json",
+    "bench/replay.py",
+    "bench/baselines.py",
+    "bench/workload.py",
+    "chalicelib",
+    "sim",
+    "frontend_kit",
+    "node_agent",
+    "local_stack/scheduler.py",
+)
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def task_key(task: Task) -> str:
+    """A name for ``task``'s result that changes with the task and with the code it runs."""
+    fixed = task.name == "fixed"
+    if fixed:  # the fixed pools know neither the front-end nor the metrics gap
+        task = replace(task, frontend="cold", gap=True)
+    digest = hashlib.sha256(repr(task).encode())
+    for source in FIXED_SOURCES if fixed else REPLAY_SOURCES:
+        path = PROJECT / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(file.relative_to(PROJECT)).encode() + b"\0" + file.read_bytes())
+    slug = task.name.replace(" ", "-").replace("(", "").replace(")", "")
+    return f"{slug}-s{task.seed}-a{task.alpha}-{task.frontend}-{digest.hexdigest()[:16]}"
+
+
+def _result_to_data(task: Task, result: Any, seconds: float) -> dict[str, Any]:
+    if task.name == "fixed":
+        return {
+            "fixed": {str(size): list(map(list, rows)) for size, rows in result.items()},
+            "seconds": seconds,
+        }
+    run, tick_ms = result
+    return {"run": _run_to_data(run), "tick_ms": tick_ms, "seconds": seconds}
+
+
+def _result_from_data(task: Task, data: Mapping[str, Any]) -> tuple[Any, float]:
+    if task.name == "fixed":
+        return {int(size): [tuple(row) for row in rows] for size, rows in data["fixed"].items()}, data[
+            "seconds"
+        ]
+    return (_run_from_data(task.name, data["run"]), data["tick_ms"]), data["seconds"]
+
+
+def evaluate(tasks: Sequence[Task], jobs: int, log: Any = None, cache: Path | None = None) -> list[Day]:
+    """Run every task (in ``jobs`` processes) and gather them into days; progress to ``log`` (stderr).
+
+    With ``cache``, a task whose result is there (same task, same code: ``task_key``) is not run
+    again, and each finished task's result is written there at once.
+    """
+    log = sys.stderr if log is None else log  # the stderr of the call, not of the import
     results: dict[Task, Any] = {}
     took: dict[Task, float] = {}
+    to_run = list(tasks)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        for task in tasks:
+            stored = cache / f"{task_key(task)}.json"
+            if stored.exists():
+                results[task], took[task] = _result_from_data(task, json.loads(stored.read_text()))
+                print(f"  {task.name:22} seed {task.seed} α {task.alpha}: cached", file=log, flush=True)
+        to_run = [task for task in tasks if task not in results]
     with contextlib.ExitStack() as stack:
-        finished: Iterator[tuple[Task, Any, float]] = map(run_task, tasks)
-        if jobs > 1:
+        finished: Iterator[tuple[Task, Any, float]] = map(run_task, to_run)
+        if jobs > 1 and len(to_run) > 1:
             pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(jobs))
-            finished = pool.imap_unordered(run_task, tasks)
+            finished = pool.imap_unordered(run_task, to_run)
         for task, result, seconds in finished:
             results[task], took[task] = result, seconds
+            if cache is not None:
+                data = _result_to_data(task, result, seconds)
+                (cache / f"{task_key(task)}.json").write_text(json.dumps(data, separators=(",", ":")))
             print(f"  {task.name:22} seed {task.seed} α {task.alpha}: {seconds:6.1f} s", file=log, flush=True)
     days = []
+    frontend = tasks[0].frontend if tasks else "cold"
     for seed, alpha in dict.fromkeys((task.seed, task.alpha) for task in tasks):
         mine = {
             task.name: result for task, result in results.items() if (task.seed, task.alpha) == (seed, alpha)
@@ -152,6 +227,7 @@ def evaluate(tasks: Sequence[Task], jobs: int, log: Any = sys.stderr) -> list[Da
                     for task, seconds in took.items()
                     if (task.seed, task.alpha) == (seed, alpha) and task.name != "fixed"
                 },
+                frontend,
             )
         )
     return days
@@ -228,18 +304,11 @@ def save(days: Sequence[Day], path: Path) -> None:
             "seed": day.seed,
             "alpha": day.alpha,
             "fixed": {str(size): list(map(list, rows)) for size, rows in day.fixed.items()},
-            "runs": {
-                name: {
-                    "sizes": list(run.sizes),
-                    "gets": list(run.gets),
-                    "misses": list(run.misses),
-                    "actions": list(map(list, run.actions)),
-                }
-                for name, run in day.runs.items()
-            },
+            "runs": {name: _run_to_data(run) for name, run in day.runs.items()},
             "tick_ms": dict(day.tick_ms),
             "gap_minutes": list(day.gap_minutes),
             "replay_seconds": dict(day.replay_seconds),
+            "frontend": day.frontend,
         }
         for day in days
     ]
@@ -247,14 +316,26 @@ def save(days: Sequence[Day], path: Path) -> None:
     path.write_text(json.dumps(data, separators=(",", ":")))
 
 
+def _run_to_data(run: Run) -> dict[str, Any]:
+    return {
+        "sizes": list(run.sizes),
+        "gets": list(run.gets),
+        "misses": list(run.misses),
+        "actions": list(map(list, run.actions)),
+        "moves": list(map(list, run.extra.get("moves", ()))),
+    }
+
+
+def _run_from_data(name: str, run: Mapping[str, Any]) -> Run:
+    moves = {"moves": tuple(map(tuple, run["moves"]))} if run.get("moves") else {}
+    return Run(name, run["sizes"], run["gets"], run["misses"], [tuple(a) for a in run["actions"]], moves)
+
+
 def load(path: Path) -> list[Day]:
     days = []
     for item in json.loads(path.read_text()):
         fixed = {int(size): [tuple(row) for row in rows] for size, rows in item["fixed"].items()}
-        runs = {
-            name: Run(name, run["sizes"], run["gets"], run["misses"], [tuple(a) for a in run["actions"]])
-            for name, run in item["runs"].items()
-        }
+        runs = {name: _run_from_data(name, run) for name, run in item["runs"].items()}
         days.append(
             Day(
                 item["seed"],
@@ -265,9 +346,26 @@ def load(path: Path) -> list[Day]:
                 item["tick_ms"],
                 tuple(item["gap_minutes"]),
                 item.get("replay_seconds", {}),
+                item.get("frontend", "cold"),
             )
         )
     return days
+
+
+def moves_line(name: str, runs: Sequence[Run]) -> str | None:
+    """Keys copied and copy time per change of the routing list, over ``runs``; None without moves."""
+    moves = [move for run in runs for move in run.extra.get("moves", ())]
+    if not moves:
+        return None
+    copied = [move[2] for move in moves]
+    seconds = [move[3] for move in moves]
+    left = sum(move[1] - move[2] for move in moves)
+    return (
+        f"warm moves, {name}: {len(moves) / len(runs):.1f} a day; "
+        f"keys copied mean {statistics.mean(copied):.0f}, max {max(copied)}; "
+        f"copy time mean {statistics.mean(seconds):.2f} s, max {max(seconds):.2f} s; "
+        f"{left / len(runs):.1f} keys a day changed owner uncopied"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gap", action="store_true", help="publish metrics through 20:00-20:10 too")
     parser.add_argument("--mean-gets", type=int, help="GETs a minute at the mean (default: the workload's)")
     parser.add_argument("--minutes", type=int, help="replay only the first N minutes (warm-up included)")
+    parser.add_argument(
+        "--frontend",
+        choices=FRONTENDS,
+        default="cold",
+        help="cold: changed keys start cold where they land; warm: copied first, as the front-end kit does",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--png",
@@ -288,12 +392,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--save", type=Path, help="write every day's figures to this JSON file")
     parser.add_argument("--load", type=Path, help="report the days saved in this JSON file; replay nothing")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep each replay's result in this folder and reuse it while the code is the same",
+    )
     args = parser.parse_args(argv)
     common = {
         "hashing": args.hashing,
         "gap": not args.no_gap,
         "mean_gets": args.mean_gets,
         "minutes": args.minutes,
+        "frontend": args.frontend,
     }
     tasks = [
         Task(seed, alpha, name, **common)
@@ -302,20 +412,31 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("fixed", *args.policies)
     ]
     began = time.perf_counter()
-    days = load(args.load) if args.load else evaluate(tasks, args.jobs)
+    days = load(args.load) if args.load else evaluate(tasks, args.jobs, cache=args.cache)
     if args.save:
         save(days, args.save)
+    frontend = days[0].frontend if days else args.frontend
     for day in days:
-        print(f"\n### seed {day.seed}, α {day.alpha} ({args.hashing} hashing)\n")
+        print(f"\n### seed {day.seed}, α {day.alpha} ({args.hashing} hashing, {day.frontend} front-end)\n")
         print(report.table(day.scores(), oracle=day.oracle))
+        for name in ORDER:
+            line = moves_line(name, [day.runs[name]]) if name in day.runs else None
+            if line:
+                print(line)
     everything = [score for day in days for score in day.scores()]
     means = [
         mean_scores([s for s in everything if s.name == name], name)
         for name in ORDER
         if any(s.name == name for s in everything)
     ]
-    print(f"\n### mean over {len(days)} days (seeds {args.seeds}, α {args.alphas})\n")
+    seeds = sorted({day.seed for day in days})
+    alphas = sorted({day.alpha for day in days})
+    print(f"\n### mean over {len(days)} days (seeds {seeds}, α {alphas}, {frontend} front-end)\n")
     print(report.table(means, oracle_rows=False))
+    for name in ORDER:
+        line = moves_line(name, [day.runs[name] for day in days if name in day.runs])
+        if line:
+            print(line)
     print(f"\n{_oracle_means(days)}")
     if len(args.policies) == len(POLICY_RUNS):
         print()

@@ -3,9 +3,11 @@
 Each simulated minute m, at T = start + m min:
 
 1. the tier follows EC2: running pool instances are nodes (cold, booting ``BOOT_MINUTES``),
-   terminated ones are gone with their data;
+   terminated ones are gone with their data (with ``Setup.frontend == "warm"``, once their keys
+   are copied to their new owners: see ``sim.tier``);
 2. the front-end reads the pool through the API (``GET /api/scaler/cache_list``) and spreads
-   the minute's GETs over the nodes the scaler lists as ``in_service``, in list order;
+   the minute's GETs over the nodes the scaler lists as ``in_service``, in list order (a warm
+   front-end first copies the keys that change owner, as the front-end kit does);
 3. the nodes that have booted publish the minute per SPEC (``GetRequests``, ``Hits`` and, when
    the curve is on, ``HitsWithin`` by ``CapacityFactor``), stamped inside [T, T + 60 s) — except
    during the metrics gap;
@@ -47,7 +49,7 @@ from chalicelib.service.tick import TickDeps, run_tick
 from local_stack.scheduler import scheduled_event
 from sim.aws import Cloud
 from sim.memcached_tier import MemcachedTier
-from sim.tier import CacheTier
+from sim.tier import CacheTier, Frontend
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEV_ENV = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["dev"][
@@ -94,6 +96,7 @@ class Setup:
     gap: bool = True
     mean_gets: int | None = None  # None: the workload's default
     minutes: int = TOTAL_MINUTES
+    frontend: Frontend = "cold"  # how a change of the routing list moves keys: see sim.tier
 
     def workload(self) -> DayWorkload:
         if self.mean_gets is None:
@@ -102,16 +105,23 @@ class Setup:
 
     @property
     def label(self) -> str:
-        return f"seed {self.seed}, α {self.alpha}, {self.hashing}, curve {'on' if self.curve else 'off'}"
+        curve = "on" if self.curve else "off"
+        return f"seed {self.seed}, α {self.alpha}, {self.hashing}, curve {curve}, {self.frontend} front-end"
 
 
 @dataclass
 class Replay:
-    """A replay's outcome: the scored run, and what the ticks cost."""
+    """A replay's outcome: the scored run, and what the ticks cost.
+
+    ``moves``: with a warm front-end, ``(minute, keys that changed owner, keys copied, seconds)``
+    for each change of the routing list, minutes counted from the scored day's start (the
+    warm-up's are negative); ``run.extra["moves"]`` holds those of the scored day.
+    """
 
     run: Run
     tick_seconds: list[float] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    moves: list[tuple[int, int, int, float]] = field(default_factory=list)
 
     @property
     def median_tick_ms(self) -> float:
@@ -124,7 +134,9 @@ TierFactory = Callable[[Setup], Tier]
 
 def simulated_tier(setup: Setup) -> Tier:
     """The replay's own tier: LRU nodes of ``CAPACITY`` items, measuring the curve if asked."""
-    return CacheTier(CAPACITY, BOOT_MINUTES, curve=setup.curve, hashing=setup.hashing)
+    return CacheTier(
+        CAPACITY, BOOT_MINUTES, curve=setup.curve, hashing=setup.hashing, frontend=setup.frontend
+    )
 
 
 @contextlib.contextmanager
@@ -264,7 +276,7 @@ def replay(
                     moment + timedelta(minutes=1),
                     within={ids[node]: counts.within for node, counts in served.items() if counts.within},
                 )
-            hits = sum(counts.hits for counts in served.values())
+            hits = served.hits  # a leaving node's too, during a warm move
             tick_at = moment + timedelta(minutes=1)
             began = time.perf_counter()
             if baseline is None:
@@ -288,5 +300,11 @@ def replay(
                 _trim_datapoints(tick_at - KEEP_DATAPOINTS)
         aws.reset_clients()
     scored = [action for action in actions if action[0] >= 0]
-    outcome.run = Run(name, tuple(sizes), tuple(gets), tuple(misses), tuple(scored))
+    outcome.moves = [
+        (move.minute - WARMUP_MINUTES, move.changed, move.copied, move.seconds)
+        for move in getattr(cache_tier, "moves", ())
+    ]
+    moves = tuple(move for move in outcome.moves if move[0] >= 0)
+    extra = {"moves": moves} if setup.frontend == "warm" else {}
+    outcome.run = Run(name, tuple(sizes), tuple(gets), tuple(misses), tuple(scored), extra)
     return outcome

@@ -1,20 +1,26 @@
-"""Consistent hashing with virtual nodes, as a front-end spreads keys over the cache nodes.
+"""How the front-end spreads keys over the cache nodes: the front-end kit's ketama, or naive modulo.
 
-The hash is blake2b, never Python's ``hash`` (salted per process), so a key maps to the same node
-in every run and every process. Adding a node to N moves about 1/(N+1) of the keys, all to it.
-``ModuloRing`` is the naive alternative (``hash % N``), kept to show what consistent hashing
+``HashRing`` places keys exactly where ``frontend_kit.ring.Ring`` does (libmemcached's weighted
+ketama: 160 MD5 points per server, a key's point the first four bytes of its MD5), with the
+kit's own ``key_point`` and ``server_points``, so the simulation and the benchmark move the keys
+a real front-end moves when the pool changes. A node id such as ``node-0`` stands where the kit
+puts a host with the default port (no IP announced: the kit hashes the id), and an int key
+hashes as its decimal text, so 7 and "7" land on the same node. Adding a node to N moves about
+1/(N+1) of the keys, all to it.
+
+``ModuloRing`` is the naive alternative (``point % N``), kept to show what consistent hashing
 saves: there, changing N moves most keys.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal, Protocol
 
-VIRTUAL_NODES = 100
+from frontend_kit.ring import CacheNode, key_point, server_points
+
 Hashing = Literal["consistent", "modulo"]
 HASHINGS: tuple[Hashing, ...] = ("consistent", "modulo")
 
@@ -22,8 +28,7 @@ HASHINGS: tuple[Hashing, ...] = ("consistent", "modulo")
 @lru_cache(maxsize=1 << 17)
 def _point(key: str | int) -> int:
     # Keys repeat minute after minute, so memoising their points keeps a minute's routing cheap.
-    # An int key hashes as its decimal text, so 7 and "7" land on the same point.
-    return int.from_bytes(hashlib.blake2b(str(key).encode(), digest_size=8).digest(), "big")
+    return key_point(str(key))
 
 
 class Router(Protocol):
@@ -35,22 +40,28 @@ class Router(Protocol):
 
 
 class HashRing:
-    """Maps keys onto ``node_ids`` (order does not change the mapping, only the list's content)."""
+    """The kit's continuum over ``node_ids``, each id hashed as a host on memcached's default port.
 
-    def __init__(self, node_ids: Sequence[str], virtual_nodes: int = VIRTUAL_NODES) -> None:
-        # A repeated id would only add the same virtual nodes twice; the mapping is the same without.
+    Only the list's content decides the mapping, but for the rare collision of two servers'
+    32-bit points, where, as in the kit, the server listed first wins.
+    """
+
+    def __init__(self, node_ids: Sequence[str]) -> None:
+        # A repeated id would only add the same points twice; the mapping is the same without.
         self.node_ids = tuple(dict.fromkeys(node_ids))
         pairs = sorted(
-            (_point(f"{node}#{replica}"), node) for node in self.node_ids for replica in range(virtual_nodes)
+            (point, order)
+            for order, node in enumerate(self.node_ids)
+            for point in server_points(CacheNode(node, None))
         )
         self._points = [point for point, _ in pairs]
-        self._owners = [node for _, node in pairs]
+        self._owners = [self.node_ids[order] for _, order in pairs]
 
     def node_for(self, key: str | int) -> str | None:
-        """The node owning ``key``: the first virtual node clockwise from its point; None when empty."""
+        """The node owning ``key``: the first server point at or after its own; None when empty."""
         if not self._points:
             return None
-        index = bisect.bisect_right(self._points, _point(key))
+        index = bisect.bisect_left(self._points, _point(key))
         return self._owners[index % len(self._owners)]
 
 

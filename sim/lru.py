@@ -44,6 +44,11 @@ class LruNode:
         if len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
+    def add(self, key: Key) -> None:
+        """memcached's ``add``: stored as the most recent key unless already cached (then untouched)."""
+        if key not in self._items:
+            self.set(key)
+
     def access(self, key: Key) -> bool:
         """A cache-aside GET: a miss is followed by a set (the client fetched the value)."""
         if self.get(key):
@@ -91,6 +96,12 @@ class CurveNode(StackCurve):
     at which it would have hit, ``NEW_INDEX`` when none) is the agent's; the simulation adds
     ``tally`` for its millions of GETs, and reads the stack as a cache.
     """
+
+    def add(self, key: Key) -> None:
+        """memcached's ``add``: a key not cached (a ghost or unknown) becomes the most recent, as a
+        miss's set would make it; a cached key is left where it is. Nothing is counted."""
+        if key not in self:
+            self.access(key)  # type: ignore[arg-type]
 
     def tally(self, keys: Iterable[Key]) -> list[int]:
         """``access`` each key in turn; ``counts[i]``: how many answers were index ``i`` (0..7).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from typing import Any
@@ -14,6 +15,7 @@ from bench.workload import WARMUP_MINUTES
 from chalicelib.domain.config import default_config
 from chalicelib.domain.policy import HOLD, REPAIR, SCALE_IN, SCALE_OUT, Observation
 from chalicelib.domain.predictive import Evidence
+from sim.tier import COPY_KEYS_PER_SECOND
 
 # A short, light day: the warm-up hour and 20 scored minutes at 2,000 GETs a minute.
 SHORT = Setup(seed=3, alpha=0.9, curve=True, mean_gets=2_000, minutes=WARMUP_MINUTES + 20)
@@ -153,3 +155,30 @@ def test_a_shadow_day_records_would_be_decisions_and_changes_nothing() -> None:
     assert any(shadow["action"] == SCALE_OUT and shadow["target_size"] > 2 for shadow in shadows), shadows
     # The shadow reads the curve the nodes publish, although the acting ratio policy does not.
     assert any("curve predicts" in shadow["reason"] for shadow in shadows)
+
+
+def test_a_warm_front_end_copies_the_keys_that_change_owner_as_the_pool_grows() -> None:
+    day = replay(replace(SHORT, frontend="warm", minutes=WARMUP_MINUTES + 5), "warm", policy="predictive")
+    assert day.moves and all(0 < copied <= changed for _, changed, copied, _ in day.moves)
+    assert all(seconds == copied / COPY_KEYS_PER_SECOND for _, _, copied, seconds in day.moves)
+    assert day.run.extra == {"moves": tuple(move for move in day.moves if move[0] >= 0)}
+
+
+def test_the_command_replays_with_the_front_end_asked_for_and_saves_it(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import decisions
+
+    saved = tmp_path / "days.json"
+    args = ["--seeds", "7", "--alphas", "0.9", "--policies", "predictive (curve)", "--jobs", "1", "--png", ""]
+    args += ["--minutes", str(WARMUP_MINUTES + 3), "--mean-gets", "1000", "--frontend", "warm"]
+    assert decisions.main([*args, "--save", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "### seed 7, α 0.9 (consistent hashing, warm front-end)" in out
+    assert [day["frontend"] for day in json.loads(saved.read_text())] == ["warm"]
+    (day,) = decisions.load(saved)
+    assert (
+        day.frontend == "warm" and "moves" in json.loads(saved.read_text())[0]["runs"]["predictive (curve)"]
+    )
+    with pytest.raises(SystemExit):
+        decisions.main([*args, "--frontend", "tepid"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,7 +29,7 @@ from bench.workload import (
 )
 from sim.hashring import HashRing, ModuloRing, make_router
 from sim.lru import FACTORS, HIT_INDEX, NEW_INDEX, CurveNode, LruNode, factor_capacities
-from sim.tier import CacheTier, NodeMinute
+from sim.tier import FRONTENDS, CacheTier, NodeMinute
 
 # Up to 200 keys: more than 8 x 16, so keys also fall off the ghost list's end.
 traces = st.lists(st.integers(0, 200), max_size=600)
@@ -272,3 +273,134 @@ def test_a_bigger_fixed_pool_misses_less_over_the_day() -> None:
     assert misses == sorted(misses, reverse=True) and misses[0] > 2 * misses[-1]
     modulo = miss_rates(load, [2], capacity=1_250, hashing="modulo", minutes=range(60, 62))
     assert len(modulo[2]) == 2 and all(rate is not None and 0 < rate < 1 for rate in modulo[2])
+
+
+# -- warm moves ------------------------------------------------------------------------------
+
+
+def _warm_tier(
+    capacity: int = 100, cap: int = 10_000, seconds_per_key: float = 0.0, **kwargs: Any
+) -> CacheTier:
+    """A warm tier copying at most ``cap`` keys a move, each taking ``seconds_per_key``."""
+    rate = 1 / seconds_per_key if seconds_per_key else 1e12
+    return CacheTier(
+        capacity, 0, frontend="warm", copy_keys_per_second=rate, copy_budget_seconds=cap / rate, **kwargs
+    )
+
+
+def _filled(tier: CacheTier, nodes: list[str], keys: Sequence[int]) -> None:
+    tier.sync(nodes, 0)
+    tier.serve_minute(keys, nodes)
+
+
+def test_a_new_node_gets_the_keys_that_map_to_it_hottest_first_up_to_the_cap() -> None:
+    tier = _warm_tier(cap=5)
+    _filled(tier, ["node-0"], range(60))  # key 59 the most recent
+    before = list(tier.node("node-0"))
+    tier.sync(["node-0", "node-1"], 1)
+    assert list(tier.node("node-1")) == []  # nothing happens until the front-end routes to it
+    minute = tier.serve_minute([], ["node-0", "node-1"])
+    ring = HashRing(["node-0", "node-1"])
+    theirs = [key for key in reversed(range(60)) if ring.node_for(key) == "node-1"]  # hottest first
+    # Copied as memcached's add, in copy order: the hottest copied key is the least recent one.
+    assert list(tier.node("node-1")) == theirs[:5]
+    assert list(tier.node("node-0")) == before  # read with gat: the source's order stays
+    (move,) = tier.moves
+    assert (move.minute, move.changed, move.copied) == (1, len(theirs), 5) and len(theirs) > 5
+    # Copies are no GETs: nothing counted anywhere.
+    assert minute == {"node-0": NodeMinute(0, 0), "node-1": NodeMinute(0, 0)} and minute.requests == 0
+    got = tier.serve_minute(theirs, ["node-0", "node-1"])
+    assert got["node-1"] == NodeMinute(len(theirs), 5) and not tier.moves[1:]  # the same list: no move
+
+
+def test_the_copy_takes_its_share_of_the_minute_on_the_old_list_and_copies_count_no_gets() -> None:
+    # 4 keys a move, 15 s each: the first minute's first GETs go to the old owner.
+    tier = _warm_tier(cap=4, seconds_per_key=15.0, curve=True)
+    _filled(tier, ["node-0"], range(40))
+    ring = HashRing(["node-0", "node-1"])
+    theirs = [key for key in reversed(range(40)) if ring.node_for(key) == "node-1"]
+    tier.sync(["node-0", "node-1"], 1)
+    asked = theirs[:4] + theirs[:4] + theirs[4:8]  # 12 GETs, 4 of them twice
+    got = tier.serve_minute(asked, ["node-0", "node-1"])
+    # 4 keys × 15 s = 60 s: the whole minute went by the old list, answered warm by node-0.
+    assert got["node-0"].gets == got["node-0"].hits == 12 and got["node-1"].gets == 0
+    assert got["node-1"].within == (0,) * len(FACTORS)  # copies counted nowhere, not even in the curve
+    assert tier.moves[0].seconds == 60.0
+    tier = _warm_tier(cap=2, seconds_per_key=15.0)  # 30 s: half the minute
+    _filled(tier, ["node-0"], range(40))
+    tier.sync(["node-0", "node-1"], 1)
+    got = tier.serve_minute(asked, ["node-0", "node-1"])
+    # The first 6 GETs on node-0 (hits); then theirs[0..1] copied hit, theirs[2..7] miss on node-1.
+    assert got["node-0"] == NodeMinute(6, 6)
+    assert got["node-1"] == NodeMinute(6, sum(key in theirs[:2] for key in asked[6:]))
+
+
+def test_a_leaving_nodes_keys_land_on_their_new_owners_before_it_goes() -> None:
+    tier, nodes = _warm_tier(), ["node-0", "node-1", "node-2"]
+    keys = list(range(90))
+    _filled(tier, nodes, keys)
+    ring = HashRing(nodes)
+    leaving = [key for key in keys if ring.node_for(key) == "node-2"]
+    tier.sync(nodes[:2], 1)  # scaled in: node-2's instance is gone
+    assert tier.node_ids == nodes[:2]
+    got = tier.serve_minute(leaving, nodes[:2])
+    assert set(got) == set(nodes[:2]) and got.hits == got.requests == len(leaving)  # all warm
+    after = HashRing(nodes[:2])
+    assert all(key in tier.node(after.node_for(key)) for key in leaving)  # type: ignore[arg-type]
+    assert tier.moves[0].copied == tier.moves[0].changed == len(leaving)
+    tier.sync(nodes[:2], 2)
+    assert tier.serve_minute(keys, nodes).failed == len(leaving)  # node-2 is gone for good
+
+
+def test_a_leaving_node_answers_the_copys_share_of_the_minute_but_publishes_nothing() -> None:
+    tier, nodes = _warm_tier(cap=1_000, seconds_per_key=60.0), ["node-0", "node-1"]
+    _filled(tier, nodes, range(20))
+    tier.sync(["node-0"], 1)
+    on_1 = [key for key in range(20) if HashRing(nodes).node_for(key) == "node-1"]
+    got = tier.serve_minute(on_1, ["node-0"])  # the copy takes the whole minute
+    assert set(got) == {"node-0"} and got["node-0"] == NodeMinute(0, 0)
+    assert got.drained == NodeMinute(len(on_1), len(on_1)) and got.hits == got.requests == len(on_1)
+
+
+def test_a_booting_node_receives_no_copies() -> None:
+    tier = CacheTier(100, 2, frontend="warm")
+    tier.sync(["node-0"], 0)
+    tier.serve_minute(range(50), ["node-0"])  # node-0 boots until minute 2: nothing cached
+    tier.sync(["node-0"], 2)
+    tier.serve_minute(range(50), ["node-0"])
+    tier.sync(["node-0", "node-1"], 3)  # node-1 serves from minute 5
+    tier.serve_minute([], ["node-0", "node-1"])
+    assert tier.moves[0].changed > 0 and tier.moves[0].copied == 0 and len(tier.node("node-1")) == 0
+
+
+def test_a_cold_tier_moves_nothing_and_loses_a_leaving_nodes_keys() -> None:
+    nodes, keys = ["node-0", "node-1"], list(range(60))
+    on_1 = [key for key in keys if HashRing(nodes).node_for(key) == "node-1"]
+    for frontend in FRONTENDS:
+        grows = CacheTier(100, 0, frontend=frontend)
+        _filled(grows, nodes[:1], keys)
+        grows.sync(nodes, 1)
+        grown = grows.serve_minute(keys, nodes)
+        shrinks = CacheTier(100, 0, frontend=frontend)
+        _filled(shrinks, nodes, keys)
+        shrinks.sync(nodes[:1], 1)
+        shrunk = shrinks.serve_minute(keys, nodes[:1])
+        if frontend == "cold":
+            assert grown["node-1"] == NodeMinute(len(on_1), 0) and grown.hits == len(keys) - len(on_1)
+            assert shrunk.hits == len(keys) - len(on_1) and grows.moves == shrinks.moves == []
+        else:
+            assert grown.hits == shrunk.hits == len(keys) and len(grows.moves) == len(shrinks.moves) == 1
+    with pytest.raises(ValueError):
+        CacheTier(frontend="lukewarm")  # type: ignore[arg-type]
+
+
+def test_an_add_leaves_a_cached_key_alone_and_brings_a_ghost_back() -> None:
+    for node in (LruNode(3), CurveNode(3)):
+        for key in (1, 2, 3):
+            node.access(key)
+        node.add(1)
+        assert list(node) == [1, 2, 3]
+        node.add(4)  # evicts 1, the least recent
+        assert list(node) == [2, 3, 4] and 1 not in node
+        node.add(1)  # a ghost in the curve node: back as the most recent
+        assert list(node) == [3, 4, 1]

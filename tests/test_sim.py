@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from frontend_kit.ring import CacheNode, Ring
 from sim.frontend import Frontend, signature
 from sim.hashring import HashRing
 from sim.lru import LruNode
@@ -80,8 +81,21 @@ def test_ring_spreads_keys_and_ignores_list_order() -> None:
 def test_ring_is_the_same_in_every_process() -> None:
     # Fixed answers: Python's salted hash() would change them from run to run.
     ring = HashRing(["i-a", "i-b", "i-c"])
-    assert [ring.node_for(key) for key in ("k:1", "k:2", "k:3")] == ["i-c", "i-a", "i-c"]
+    assert [ring.node_for(key) for key in ("k:1", "k:2", "k:3")] == ["i-b", "i-c", "i-b"]
     assert HashRing([]).node_for("k:1") is None
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+def test_ring_places_every_key_where_the_front_end_kit_does(size: int) -> None:
+    # The simulated front-end and a real one (frontend_kit.ring, libmemcached's ketama) must move
+    # the same keys when the pool changes: node names are hosts on the default port, int keys
+    # their decimal text.
+    names = [f"node-{n}" for n in range(size)]
+    ours, kits = HashRing(names), Ring([CacheNode(name, None) for name in names])
+    keys: list[str | int] = [*range(30_000), *(f"k:{n}" for n in range(3_000)), 1_000_000 + 77]
+    for key in keys:
+        owner = kits.node_for(str(key))
+        assert owner is not None and ours.node_for(key) == owner.id, key
 
 
 # -- workload --------------------------------------------------------------------------------
