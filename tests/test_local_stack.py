@@ -301,7 +301,10 @@ def test_the_day_on_real_memcached_scales_out_and_back_and_each_tick_reads_what_
     # pool): every GET reached a running memcached, none went to a node not yet or no longer there.
     served = [i for i, m in enumerate(minutes) if m["gets"]]
     failing = [m for m in minutes[served[0] :] if m["requests"] != m["gets"]]
-    assert failing == [], json.dumps(failing)
+    assert failing == [], (
+        json.dumps(failing),
+        [line for line in output.splitlines() if "fail" in line or "Error" in line],
+    )
     compared = [(m, ticks[m["time"]]) for m in minutes if m["gets"] and m["time"] in ticks]
     assert len(compared) > 60, output
     for minute, tick in compared:
@@ -335,13 +338,23 @@ def _assert_scale_outs_were_warm(minutes: list[dict[str, Any]]) -> None:
     shown = [(round(hits / gets, 3), round(pool, 3)) for (gets, hits, _), pool in rates]
     print("new nodes' first-minute hit rates vs the pool's:", shown)
     # Over every new node's first minute together, the hit rate is the pool's to within 0.05. One
-    # node's minute alone is a few hundred Zipf-skewed GETs, which spread established nodes' rates
-    # by as much; cold, it would start near zero, so none may trail the pool by more than 0.15.
+    # node's minute alone differs from the others' by which keys it owns (a Zipf day's hottest keys
+    # are on one node or another) and by a few hundred GETs' noise, so each node's first minute is
+    # held to its own next three: cold, it would start near zero and climb; warm, it starts at
+    # more than half of where it settles (measured: 0.48-0.85 first, against 0.6-0.77 settled).
     new_hits = sum(hits for (_, hits, _), _ in rates)
     new_gets = sum(gets for (gets, _, _), _ in rates)
     pool_hits = sum(pool * gets for (gets, _, _), pool in rates)
     assert new_hits / new_gets == pytest.approx(pool_hits / new_gets, abs=0.05), shown
-    assert all(hits / gets >= pool - 0.15 for (gets, hits, _), pool in rates), shown
+    for node, minute in firsts:
+        gets, hits, _ = minute["per_node"][node]
+        later = [
+            m["per_node"][node] for m in minutes if m["minute"] > minute["minute"] and node in m["per_node"]
+        ]
+        later = [(g, h) for g, h, _ in later if g][:3]
+        if later:
+            settled = sum(h for _, h in later) / sum(g for g, _ in later)
+            assert hits / gets >= settled / 2, (node, round(hits / gets, 3), round(settled, 3), shown)
 
 
 def test_the_tier_defaults_to_memcached_on_path_else_sim_and_says_why(
