@@ -321,8 +321,7 @@ def test_the_day_on_real_memcached_scales_out_and_back_and_each_tick_reads_what_
 
 def _assert_scale_outs_were_warm(minutes: list[dict[str, Any]]) -> None:
     """The front-end kit copied keys to every new node before routing to it, and off every
-    draining one before confirming it: a new node's hit rate in its first minute is within 0.05
-    of the pool's in that minute (cold, it would start near zero)."""
+    draining one before confirming it: the new nodes' first minutes hit as often as the pool."""
     moves = [move for m in minutes for move in m["moves"]]
     assert any(move["change"] == "increase" and move["copied"] > 0 for move in moves), moves
     assert any(move["change"] == "decrease" and move["copied"] > 0 for move in moves), moves
@@ -337,11 +336,11 @@ def _assert_scale_outs_were_warm(minutes: list[dict[str, Any]]) -> None:
     rates = [(minute["per_node"][node], minute["hits"] / minute["gets"]) for node, minute in firsts]
     shown = [(round(hits / gets, 3), round(pool, 3)) for (gets, hits, _), pool in rates]
     print("new nodes' first-minute hit rates vs the pool's:", shown)
-    # Over every new node's first minute together, the hit rate is the pool's to within 0.05. One
+    # Over every new node's first minute together, the hit rate is the pool's to within 0.05
+    # (measured warm: -0.03 to +0.02; with the kit's mover off, cold: 0.618 against 0.723). One
     # node's minute alone differs from the others' by which keys it owns (a Zipf day's hottest keys
-    # are on one node or another) and by a few hundred GETs' noise, so each node's first minute is
-    # held to its own next three: cold, it would start near zero and climb; warm, it starts at
-    # more than half of where it settles (measured: 0.48-0.85 first, against 0.6-0.77 settled).
+    # are on one node or another) and by a few hundred GETs' noise, so each node is only held to
+    # more than half of where it settles in its next three minutes, a bound against a broken copy.
     new_hits = sum(hits for (_, hits, _), _ in rates)
     new_gets = sum(gets for (gets, _, _), _ in rates)
     pool_hits = sum(pool * gets for (gets, _, _), pool in rates)
