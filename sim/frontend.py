@@ -15,7 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, Self
 
 from frontend_kit.notifications import signature
 
@@ -56,7 +56,57 @@ def _request(
         return status, None
 
 
-class Frontend:
+class NotifyEndpoint:
+    """An HTTP server on loopback, in a thread, at ``url``: where the scaler's notices arrive.
+
+    Subclasses say what serves (``_make_server``); ``start`` and ``stop`` are safe to repeat."""
+
+    _port = 0
+    _server: HTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _thread_name = "sim-frontend"
+
+    def _make_server(self) -> HTTPServer:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """The URL to give the scaler as ``FRONTEND_NOTIFY_URL`` (port 0 is known after start)."""
+        port = self._server.server_address[1] if self._server is not None else self._port
+        if not port:
+            raise RuntimeError("the front-end's port is chosen at start(); call start() first")
+        return f"http://{HOST}:{port}{NOTIFY_PATH}"
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        self._server = self._make_server()
+        # Daemon only so that a caller that dies without stop() does not hang the interpreter.
+        serve = self._server.serve_forever
+        self._thread = threading.Thread(
+            target=serve, kwargs={"poll_interval": 0.1}, name=self._thread_name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and join the thread (safe to call twice)."""
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Frontend(NotifyEndpoint):
     """Notifications in on ``url``; ``routing_ids()`` and ``confirm_drains()`` out to the API."""
 
     def __init__(
@@ -75,45 +125,11 @@ class Frontend:
         self._routing: list[str] | None = None
         self._fallback: list[str] = []
         self._to_confirm: dict[str, str] = {}  # draining node id → its IP, in the order announced
-        self._server: HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- the notification endpoint ---------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        """The URL to give the scaler as ``FRONTEND_NOTIFY_URL`` (port 0 is known after start)."""
-        port = self._server.server_address[1] if self._server is not None else self._port
-        if not port:
-            raise RuntimeError("the front-end's port is chosen at start(); call start() first")
-        return f"http://{HOST}:{port}{NOTIFY_PATH}"
-
-    def start(self) -> None:
-        if self._server is not None:
-            return
-        self._server = HTTPServer((HOST, self._port), self._handler_class())
-        # Daemon only so that a caller that dies without stop() does not hang the interpreter.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="sim-frontend", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving, close the socket and join the thread (safe to call twice)."""
-        server, thread, self._server, self._thread = self._server, self._thread, None, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> Frontend:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _make_server(self) -> HTTPServer:
+        return HTTPServer((HOST, self._port), self._handler_class())
 
     def receive(self, body: bytes, signature_header: str | None) -> int:
         """Take one notification; the HTTP status to answer (what the handler calls)."""

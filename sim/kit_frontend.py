@@ -11,15 +11,13 @@ here: ``address`` says where each node's memcached really is (a loopback port of
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from frontend_kit import CacheNode, FrontendKit, MoveReport, ScalerApi, WarmMover, wsgi_app
+from sim.frontend import HOST, NotifyEndpoint
 
-HOST = "127.0.0.1"
-NOTIFY_PATH = "/scaler-notifications"
 HTTP_TIMEOUT_SECONDS = 3.0
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,7 @@ class KitRouter:
         return None if node is None else node.id
 
 
-class KitFrontend:
+class KitFrontend(NotifyEndpoint):
     """Notices in on ``url``; ``apply()`` moves keys and confirms drains; ``router()`` routes."""
 
     def __init__(
@@ -67,37 +65,13 @@ class KitFrontend:
             confirm_drain=self.api.confirm_drain,
         )
         self._port = port
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._thread_name = "kit-frontend"
         self._last_told: MoveReport | None = None
 
-    @property
-    def url(self) -> str:
-        """The URL to give the scaler as ``FRONTEND_NOTIFY_URL`` (port 0 is known after start)."""
-        port = self._server.server_address[1] if self._server is not None else self._port
-        if not port:
-            raise RuntimeError("the front-end's port is chosen at start(); call start() first")
-        return f"http://{HOST}:{port}{NOTIFY_PATH}"
-
-    def start(self) -> None:
-        if self._server is not None:
-            return
-        self._server = make_server(HOST, self._port, wsgi_app(self.kit), handler_class=_QuietHandler)
-        self._server.timeout = 5
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="kit-frontend", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving, close the socket and join the thread (safe to call twice)."""
-        server, thread, self._server, self._thread = self._server, self._thread, None, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
+    def _make_server(self) -> WSGIServer:
+        server = make_server(HOST, self._port, wsgi_app(self.kit), handler_class=_QuietHandler)
+        server.timeout = 5
+        return server
 
     def apply(self) -> list[MoveReport]:
         """Apply the queued notices (moving keys, confirming drains); the moves made now.
