@@ -271,7 +271,6 @@ class MemcachedTier:
         self._nodes: dict[str, _Node] = {}
         self._booting: dict[str, int] = {}  # node → the minute its instance was first seen running
         self._router: Router = make_router(())
-        self.client_hits: dict[str, int] = {}  # per node, the last minute's hits as the client saw them
         atexit.register(self.stop)
 
     @property
@@ -340,20 +339,23 @@ class MemcachedTier:
         routed to no running node (they fail at the front-end, and no node counts them).
 
         ``routing``: the node ids the simulation's own ring spreads keys over, or a ``Router``
-        (the front-end kit's ring). ``client_hits`` says what the front-end itself saw hit,
-        memcached's counters aside."""
+        (the front-end kit's ring). The answer's ``client_hits`` say what the front-end itself saw
+        hit, memcached's counters aside."""
         router = self._router_for(routing)
         buckets: dict[str | None, list[str]] = {}
         for key in keys:
             buckets.setdefault(router.node_for(key), []).append(key)
         failed = sum(len(bucket) for node_id, bucket in buckets.items() if node_id not in self._nodes)
-        self.client_hits = {}
-        for node_id, node in self._nodes.items():
-            if buckets.get(node_id) and node.connection is not None:
-                self.client_hits[node_id] = node.connection.serve([str(key) for key in buckets[node_id]])
+        client_hits = {
+            node_id: node.connection.serve([str(key) for key in buckets[node_id]])
+            for node_id, node in self._nodes.items()
+            if buckets.get(node_id) and node.connection is not None
+        }
         counts = {node_id: node.sample() for node_id, node in sorted(self._nodes.items())}
         return TierMinute(
-            {node_id: NodeMinute(gets, hits) for node_id, (gets, hits) in counts.items()}, failed
+            {node_id: NodeMinute(gets, hits) for node_id, (gets, hits) in counts.items()},
+            failed,
+            client_hits=client_hits,
         )
 
     def _router_for(self, routing: Sequence[str] | Router) -> Router:

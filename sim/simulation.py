@@ -128,7 +128,7 @@ class Simulation:
         keys = self.workload.requests(minute)
         served = self.tier.serve_minute(keys, router)
         self.tier.publish(end)  # each node's agent samples memcached and publishes
-        client_hits = sum(self.tier.client_hits.values())
+        client_hits = sum(served.client_hits.values())
         return {
             "minute": minute,
             "requests": len(keys),
@@ -141,7 +141,7 @@ class Simulation:
             "booting": len(self.tier.node_ids) - len(served),
             "routing": len(router.node_ids),
             "per_node": {
-                node_id: [node.gets, node.hits, self.tier.client_hits.get(node_id, 0)]
+                node_id: [node.gets, node.hits, served.client_hits.get(node_id, 0)]
                 for node_id, node in served.items()
             },
             "moves": [

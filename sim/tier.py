@@ -108,15 +108,21 @@ class TierMinute(dict[str, NodeMinute]):
     front-end routed to nothing or to a node that does not serve (booting, gone, unknown). They
     are misses for the application, so the minute's true miss rate needs them. ``drained``: the
     GETs answered by nodes that left during the minute (a warm move's sources), which publish
-    nothing more but whose hits the users had.
+    nothing more but whose hits the users had. ``client_hits``: per node, the hits the front-end
+    itself saw, where the tier counts them apart from what the nodes publish (real memcached).
     """
 
     def __init__(
-        self, nodes: Mapping[str, NodeMinute], failed: int, drained: NodeMinute | None = None
+        self,
+        nodes: Mapping[str, NodeMinute],
+        failed: int,
+        drained: NodeMinute | None = None,
+        client_hits: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(nodes)
         self.failed = failed
         self.drained = drained if drained is not None else NodeMinute(0, 0)
+        self.client_hits = dict(client_hits or {})
 
     @property
     def gets(self) -> int:
