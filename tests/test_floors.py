@@ -113,7 +113,7 @@ def test_a_window_is_open_at_exactly_the_minutes_it_covers(
     weekdays = [DAYS.index(day) for day in days] if days else range(7)
     starts = [
         THURSDAY + timedelta(days=day, minutes=start)
-        for day in range(-14, 21)
+        for day in range(-14, 22)  # offsets reach the start of day 21
         if (THURSDAY + timedelta(days=day)).weekday() in weekdays
     ]
     covering = [began for began in starts if began <= moment < began + timedelta(minutes=minutes)]
