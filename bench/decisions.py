@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.decisions                      # 5 seeds × α 0.9 and 1.2, 2 processes
     .venv/bin/python -m bench.decisions --seeds 0 --alphas 0.9 --png artifacts/bench-day.png
     .venv/bin/python -m bench.decisions --frontend warm  # the front-end kit's warm moves
+    .venv/bin/python -m bench.decisions --aws memory     # the same decisions, in-memory AWS
 
 Per (seed, α): the fixed warm pools 1..8 (the oracle's input, and the static baseline), then
 each policy's replay through the real scheduled function under moto. Prints a table per day,
@@ -73,6 +74,7 @@ class Task:
     mean_gets: int | None = None
     minutes: int | None = None
     frontend: str = "cold"
+    aws: str = "moto"  # where the replay's AWS lives: moto, or memory (sim.memory_aws)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,11 @@ def run_task(task: Task) -> tuple[Task, Any, float]:
         return task, scored, time.perf_counter() - began
     _, policy, rule, curve = next(entry for entry in POLICY_RUNS if entry[0] == task.name)
     outcome: Replay = replay(
-        _setup(task, curve), task.name, policy=policy, baseline=baselines.BASELINES[rule] if rule else None
+        _setup(task, curve),
+        task.name,
+        policy=policy,
+        baseline=baselines.BASELINES[rule] if rule else None,
+        aws_in="memory" if task.aws == "memory" else "moto",
     )
     return task, (outcome.run, outcome.median_tick_ms), time.perf_counter() - began
 
@@ -147,8 +153,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 def task_key(task: Task) -> str:
     """A name for ``task``'s result that changes with the task and with the code it runs."""
     fixed = task.name == "fixed"
-    if fixed:  # the fixed pools know neither the front-end nor the metrics gap
-        task = replace(task, frontend="cold", gap=True)
+    if fixed:  # the fixed pools know neither the front-end, the metrics gap nor AWS
+        task = replace(task, frontend="cold", gap=True, aws="moto")
     digest = hashlib.sha256(repr(task).encode())
     for source in FIXED_SOURCES if fixed else REPLAY_SOURCES:
         path = PROJECT / source
@@ -383,6 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         default="cold",
         help="cold: changed keys start cold where they land; warm: copied first, as the front-end kit does",
     )
+    parser.add_argument(
+        "--aws",
+        choices=("moto", "memory"),
+        default="moto",
+        help="moto: the app's boto3 calls under mock_aws; memory: the same ticks on sim.memory_aws, "
+        "about ten times faster, with the same decisions (a test holds them equal)",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--png",
@@ -404,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_gets": args.mean_gets,
         "minutes": args.minutes,
         "frontend": args.frontend,
+        "aws": args.aws,
     }
     tasks = [
         Task(seed, alpha, name, **common)

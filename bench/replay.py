@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.score import Run
 from bench.workload import TOTAL_MINUTES, WARMUP_MINUTES, DayWorkload
@@ -47,9 +47,9 @@ from chalicelib.domain.policies import Policy
 from chalicelib.domain.settings import Settings
 from chalicelib.service.tick import TickDeps, run_tick
 from local_stack.scheduler import scheduled_event
-from sim.aws import Cloud
+from sim.aws import STAMP_BEFORE_END, Cloud
 from sim.memcached_tier import MemcachedTier
-from sim.tier import CacheTier, Frontend
+from sim.tier import CacheTier, Frontend, TierMinute
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEV_ENV = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"]["dev"][
@@ -197,6 +197,9 @@ def policy_config(policy: str) -> dict[str, Any]:
     }
 
 
+AWS = Literal["moto", "memory"]
+
+
 def replay(
     setup: Setup,
     name: str,
@@ -207,6 +210,7 @@ def replay(
     tier: TierFactory = simulated_tier,
     endpoint: str | None = None,
     config: Mapping[str, Any] | None = None,
+    aws_in: AWS = "moto",
 ) -> Replay:
     """Replay ``setup``'s day against the scaler with ``policy`` (or ``baseline`` as its rule).
 
@@ -216,16 +220,23 @@ def replay(
     ``tier`` makes the cache tier (inside the replay's environment, so a ``MemcachedTier``'s
     agents inherit it); ``endpoint``: the URL of a moto server running in this process, instead
     of ``mock_aws`` (the replay trims the same in-process store either way).
+
+    ``aws_in="memory"`` runs the same ticks (``run_tick``, the scheduled function's body) on the
+    in-memory AWS of :mod:`sim.memory_aws` instead of moto, and lists the pool from the stored
+    membership as ``GET /api/scaler/cache_list`` does: the same day, the same decisions, in about
+    a tenth of the time (``tests/test_bench_replay.py`` holds the two equal). For the simulated
+    tier only.
     """
+    if aws_in == "memory":
+        if tier is not simulated_tier or endpoint is not None:
+            raise ValueError("the in-memory AWS replays the simulated tier only")
+        with _environment(ENVIRONMENT), _quiet_logs():
+            return _replay_in_memory(
+                setup, name, policy=policy, baseline=baseline, progress=progress, config=config
+            )
     from chalice.test import Client
     from moto import mock_aws
 
-    workload = setup.workload()
-    sizes: list[int] = []
-    gets: list[int] = []
-    misses: list[int] = []
-    actions: list[tuple[int, str, int, int]] = []
-    outcome = Replay(Run(name, (), (), (), ()))
     emulator = mock_aws() if endpoint is None else contextlib.nullcontext()
     with _environment(ENVIRONMENT, endpoint), emulator, _quiet_logs(), contextlib.ExitStack() as stack:
         aws.reset_clients()
@@ -246,59 +257,136 @@ def replay(
         cloud = Cloud(os.environ)
         if baseline is not None:
             deps = replace(deps, policy=baseline)
-        gap = set(workload.gap_minutes) if setup.gap else set()
-        names: dict[str, str] = {}
-        for minute in range(setup.minutes):
-            moment = START + timedelta(minutes=minute)
-            listed = json.loads(client.http.get("/api/scaler/cache_list", headers=headers).body)
-            # Every live node the scaler lists runs (moto starts instances at once, and with no
-            # front-end to tell, a scale-in terminates at once): the tier is those instances.
-            # moto draws instance ids at random and keys are hashed onto node names, so the tier
-            # names nodes in the order they first appear: the same day, the same ring.
-            for node in listed["nodes"]:
-                names.setdefault(node["id"], f"node-{len(names)}")
-            ids = {name: node_id for node_id, name in names.items()}
-            running = [names[node["id"]] for node in listed["nodes"]]
-            if isinstance(cache_tier, MemcachedTier):
-                cache_tier.sync(running, minute, publish_as=ids)  # its agents publish as the instances
-            else:
-                cache_tier.sync(running, minute)
-            routing = [names[node["id"]] for node in listed["nodes"] if node["state"] == "in_service"]
-            keys = workload.requests(minute)
-            served = cache_tier.serve_minute(keys, routing)
+
+        def listed() -> list[dict[str, Any]]:
+            nodes: list[dict[str, Any]] = json.loads(
+                client.http.get("/api/scaler/cache_list", headers=headers).body
+            )["nodes"]
+            return nodes
+
+        def publish(served: TierMinute, ids: Mapping[str, str], moment: datetime) -> None:
             if isinstance(cache_tier, MemcachedTier):
                 # Each agent samples its memcached and publishes, through the gap too: a clock
                 # held still would make its next interval two minutes long.
                 cache_tier.publish(moment + timedelta(minutes=1))
-            elif minute not in gap:
+            else:
                 cloud.publish(
                     {ids[node]: (counts.gets, counts.hits) for node, counts in served.items()},
                     moment + timedelta(minutes=1),
                     within={ids[node]: counts.within for node, counts in served.items() if counts.within},
                 )
-            hits = served.hits  # a leaving node's too, during a warm move
-            tick_at = moment + timedelta(minutes=1)
-            began = time.perf_counter()
+
+        def tick(tick_at: datetime, minute: int) -> dict[str, Any]:
             if baseline is None:
-                decision = client.lambda_.invoke("scale", scheduled_event(tick_at)).payload
+                decision: dict[str, Any] = client.lambda_.invoke("scale", scheduled_event(tick_at)).payload
             else:
                 decision = run_tick(deps, tick_at)
-            outcome.tick_seconds.append(time.perf_counter() - began)
-            if minute >= WARMUP_MINUTES:
-                sizes.append(len(running))
-                gets.append(len(keys))
-                misses.append(len(keys) - hits)
-            action = decision.get("action")
-            if action in ("scale_out", "scale_in") and decision["target_size"] != decision["previous_size"]:
-                actions.append(
-                    (minute - WARMUP_MINUTES, action, decision["previous_size"], decision["target_size"])
-                )
-            outcome.decisions.append(decision)
-            if progress is not None:
-                progress(minute, decision)
             if minute % TRIM_EVERY == 0:
                 _trim_datapoints(tick_at - KEEP_DATAPOINTS)
+            return decision
+
+        outcome = _day(setup, name, cache_tier, listed, publish, tick, progress)
         aws.reset_clients()
+    return outcome
+
+
+def _replay_in_memory(
+    setup: Setup,
+    name: str,
+    *,
+    policy: str,
+    baseline: Policy | None,
+    progress: Callable[[int, dict[str, Any]], None] | None,
+    config: Mapping[str, Any] | None,
+) -> Replay:
+    from chalicelib.domain import config as config_rules
+    from chalicelib.domain.pool import describe_nodes
+    from sim import memory_aws
+
+    settings = Settings.from_env()
+    cloud = memory_aws.Cloud()
+    deps = TickDeps(
+        settings,
+        memory_aws.FakeStore(cloud, settings.table_name, settings.pool_name),
+        memory_aws.FakeEc2(cloud, settings.pool_name),
+        memory_aws.FakeMetrics(cloud, settings.metric_names),
+        policy=baseline,
+    )
+    patch = config_rules.parse_patch({**policy_config(policy), **(config or {})})
+    config_rules.update_config(deps.store, patch, source_ip="127.0.0.1", now=START)
+
+    def publish(served: TierMinute, ids: Mapping[str, str], moment: datetime) -> None:
+        stamp = moment + timedelta(minutes=1) - STAMP_BEFORE_END
+        for node, counts in served.items():
+            within = tuple(map(float, counts.within)) if counts.within else None
+            cloud.publish(ids[node], stamp, counts.gets, counts.hits, within)
+
+    return _day(
+        setup,
+        name,
+        simulated_tier(setup),
+        lambda: describe_nodes(deps.store.load_pool()),
+        publish,
+        lambda tick_at, _minute: run_tick(deps, tick_at),
+        progress,
+    )
+
+
+def _day(
+    setup: Setup,
+    name: str,
+    cache_tier: Tier,
+    listed: Callable[[], list[dict[str, Any]]],
+    publish: Callable[[TierMinute, Mapping[str, str], datetime], None],
+    tick: Callable[[datetime, int], dict[str, Any]],
+    progress: Callable[[int, dict[str, Any]], None] | None,
+) -> Replay:
+    """The day's minutes: the tier follows the listed nodes, serves, publishes, and the tick runs."""
+    workload = setup.workload()
+    sizes: list[int] = []
+    gets: list[int] = []
+    misses: list[int] = []
+    actions: list[tuple[int, str, int, int]] = []
+    outcome = Replay(Run(name, (), (), (), ()))
+    gap = set(workload.gap_minutes) if setup.gap else set()
+    names: dict[str, str] = {}
+    for minute in range(setup.minutes):
+        moment = START + timedelta(minutes=minute)
+        nodes = listed()
+        # Every live node the scaler lists runs (moto starts instances at once, and with no
+        # front-end to tell, a scale-in terminates at once): the tier is those instances.
+        # moto draws instance ids at random and keys are hashed onto node names, so the tier
+        # names nodes in the order they first appear: the same day, the same ring.
+        for node in nodes:
+            names.setdefault(node["id"], f"node-{len(names)}")
+        ids = {name: node_id for node_id, name in names.items()}
+        running = [names[node["id"]] for node in nodes]
+        if isinstance(cache_tier, MemcachedTier):
+            cache_tier.sync(running, minute, publish_as=ids)  # its agents publish as the instances
+        else:
+            cache_tier.sync(running, minute)
+        routing = [names[node["id"]] for node in nodes if node["state"] == "in_service"]
+        keys = workload.requests(minute)
+        served = cache_tier.serve_minute(keys, routing)
+        if isinstance(cache_tier, MemcachedTier) or minute not in gap:
+            publish(served, ids, moment)
+        hits = served.hits  # a leaving node's too, during a warm move
+        tick_at = moment + timedelta(minutes=1)
+        began = time.perf_counter()
+        decision = tick(tick_at, minute)
+        outcome.tick_seconds.append(time.perf_counter() - began)
+        if minute >= WARMUP_MINUTES:
+            sizes.append(len(running))
+            gets.append(len(keys))
+            misses.append(len(keys) - hits)
+        action = decision.get("action")
+        if action in ("scale_out", "scale_in") and decision["target_size"] != decision["previous_size"]:
+            actions.append(
+                (minute - WARMUP_MINUTES, action, decision["previous_size"], decision["target_size"])
+            )
+        outcome.decisions.append(decision)
+        if progress is not None:
+            progress(minute, decision)
     scored = [action for action in actions if action[0] >= 0]
     outcome.moves = [
         (move.minute - WARMUP_MINUTES, move.changed, move.copied, move.seconds)

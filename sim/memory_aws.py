@@ -1,30 +1,29 @@
-"""In-memory fakes of the three adapters (DynamoDB, EC2, CloudWatch) and of the front-end.
+"""In-memory stand-ins for the three adapters (DynamoDB, EC2, CloudWatch): AWS as plain data.
 
 They honour the adapters' contracts, which moto does not always: version-conditional writes
 and all-or-nothing transactions (a fixed-key record written twice refuses the whole write),
 tags scoped to the pool, ``ClientToken`` (the same token answers the same instance), an error
 for an unknown instance id. The stateful test runs the whole app on them, and once, shorter, on
-moto, so that the two are seen to agree.
+moto, so that the two are seen to agree; the benchmark's ``--aws memory`` replays its days on
+them (the same tick, a tenth of the time), and a test holds that replay equal to moto's.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.adapters.frontend import Notifier
 from chalicelib.domain.config import normalize
 from chalicelib.domain.errors import DependencyError, RecordExistsError, VersionConflictError
 from chalicelib.domain.instances import LIVE_STATES, Instance, NodeIdentity
 from chalicelib.domain.pool import Pool
 from chalicelib.domain.records import Record, sort_key_time
-from chalicelib.domain.settings import POOL_TAG_KEY, LaunchSpec, MetricNames, Settings
-from chalicelib.domain.traffic import NodeTraffic, PoolTraffic
+from chalicelib.domain.settings import POOL_TAG_KEY, LaunchSpec, MetricNames
+from chalicelib.domain.traffic import CAPACITY_FACTORS, NodeTraffic, PoolTraffic
 
 LAUNCH_TOKEN_TAG = "memcache-scaler:launch-token"
 
@@ -59,7 +58,10 @@ class Cloud:
     items: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)  # ClientToken → instance id
-    datapoints: dict[str, list[tuple[datetime, float, float]]] = field(default_factory=dict)
+    # Per node: (minute, GetRequests, Hits, HitsWithin by CAPACITY_FACTORS or None).
+    datapoints: dict[str, list[tuple[datetime, float, float, tuple[float, ...] | None]]] = field(
+        default_factory=dict
+    )
     launched: int = 0
 
     def run_instance(self, image_id: str, tags: dict[str, str] | None = None) -> FakeInstance:
@@ -71,8 +73,15 @@ class Cloud:
         self.instances[instance_id] = instance
         return instance
 
-    def publish(self, node_id: str, minute: datetime, gets: float, hits: float) -> None:
-        self.datapoints.setdefault(node_id, []).append((minute, gets, hits))
+    def publish(
+        self,
+        node_id: str,
+        minute: datetime,
+        gets: float,
+        hits: float,
+        within: tuple[float, ...] | None = None,
+    ) -> None:
+        self.datapoints.setdefault(node_id, []).append((minute, gets, hits, within))
 
 
 class FakeStore:
@@ -206,8 +215,8 @@ class FakeEc2:
 
 
 class FakeMetrics:
-    """:class:`chalicelib.adapters.cloudwatch.PoolMetrics`'s contract over the cloud's datapoints
-    (no curve)."""
+    """:class:`chalicelib.adapters.cloudwatch.PoolMetrics`'s contract over the cloud's datapoints:
+    a node's curve is the window's sum when each of its datapoints in the window carries one."""
 
     def __init__(self, cloud: Cloud, names: MetricNames) -> None:
         self.cloud, self.names = cloud, names
@@ -227,76 +236,16 @@ class FakeMetrics:
         for node in node_ids:
             points = [p for p in self.cloud.datapoints.get(node, []) if lookback_start <= p[0] < end]
             in_window = [p for p in points if p[0] >= window_start]
+            within = None
+            if curve and in_window and all(p[3] is not None for p in in_window):
+                within = tuple(
+                    float(sum(p[3][index] for p in in_window if p[3] is not None))
+                    for index in range(len(CAPACITY_FACTORS))
+                )
             traffic[node] = NodeTraffic(
                 gets=sum(p[1] for p in in_window),
                 hits=sum(p[2] for p in in_window),
                 last_published=max((p[0] for p in points), default=None),
+                within=within,
             )
         return PoolTraffic(traffic)
-
-
-class Killed(BaseException):
-    """The invocation dies (a Lambda timeout): nothing of the app catches it."""
-
-
-class FakeFrontend:
-    """The front-end's end of the notifications, as a ``Notifier``'s ``post``: answers 200 (up),
-    500 (down), times out (slow), or stalls: takes the first notice of an invocation and hangs on
-    the next until the invocation is killed (the notice arrived; its answer never does). Keeps,
-    in order, every notice it took."""
-
-    def __init__(self) -> None:
-        self.mode = "up"
-        self.delivered: list[dict[str, Any]] = []
-        self.attempts = 0
-        self.taken_this_invocation = 0  # reset by whoever starts an invocation
-        # Called with each notice it takes, as it arrives.
-        self.on_delivery: Callable[[dict[str, Any]], None] = lambda notice: None
-
-    def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        self.attempts += 1
-        if self.mode == "slow":
-            raise TimeoutError("timed out")
-        if self.mode == "down":
-            return 500
-        notice = json.loads(body)
-        self.on_delivery(notice)
-        self.delivered.append(notice)
-        self.taken_this_invocation += 1
-        if self.mode == "stalls" and self.taken_this_invocation > 1:
-            raise Killed
-        return 200
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.delivered)
-
-
-@dataclass
-class FakeAdapters:
-    store: Any
-    ec2: Any
-    metrics: Any
-    notifier: Notifier | None
-
-
-def fake_adapters(cloud: Cloud, frontend: FakeFrontend) -> Callable[[Settings], FakeAdapters]:
-    """A replacement for ``chalicelib.service.wiring.adapters``: the whole app on this cloud, telling
-    this front-end (when ``FRONTEND_NOTIFY_URL`` is set) with no wait between attempts."""
-
-    def build(settings: Settings) -> FakeAdapters:
-        notifier = None
-        if settings.frontend_notify_url:
-            notifier = Notifier(
-                settings.frontend_notify_url,
-                timeout=settings.frontend_notify_timeout_seconds,
-                post=frontend.post,
-                sleep=lambda _: None,
-            )
-        return FakeAdapters(
-            FakeStore(cloud, settings.table_name, settings.pool_name),
-            FakeEc2(cloud, settings.pool_name),
-            FakeMetrics(cloud, settings.metric_names),
-            notifier,
-        )
-
-    return build

@@ -56,6 +56,25 @@ def test_a_baseline_runs_through_the_same_tick_as_its_decision_step() -> None:
     assert reasons and all(reason.startswith("seed rule") for reason in reasons)
 
 
+@pytest.mark.parametrize(
+    ("frontend", "curve", "rule"),
+    [("warm", True, None), ("cold", False, None), ("cold", False, baselines.seed_rule)],
+)
+def test_the_in_memory_aws_replays_the_same_decisions_as_moto(frontend: str, curve: bool, rule: Any) -> None:
+    # The full rate, 80 scored minutes of seed 0: the pool grows in the warm-up hour and (under
+    # the predictive policy) then shrinks: launches, terminations and both front-ends' moves.
+    day = Setup(seed=0, alpha=0.9, curve=curve, frontend=frontend, minutes=WARMUP_MINUTES + 80)
+    days = [
+        replay(day, "p", policy="predictive", baseline=rule, aws_in=aws_in) for aws_in in ("moto", "memory")
+    ]
+    on_moto, in_memory = days
+    assert any(d["action"] == SCALE_OUT for d in on_moto.decisions)
+    assert rule or any(action[1] == SCALE_IN for action in on_moto.run.actions)
+    assert in_memory.run == on_moto.run
+    assert [d["reason"] for d in in_memory.decisions] == [d["reason"] for d in on_moto.decisions]
+    assert in_memory.moves == on_moto.moves
+
+
 # --- the baseline rules ---------------------------------------------------------------------
 
 
