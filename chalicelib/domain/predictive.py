@@ -14,10 +14,19 @@ there in one step. The answer comes from, in order of preference:
    service for ``WARM_MINUTES``) are read when there are any: a node that just joined has an
    empty ghost list and would make every size look too small.
 2. **experience**, without a curve: the miss rate that warm, settled pools showed at each load
-   per node (GET requests ÷ serving nodes), kept in the policy's memory on the pool item. Misses grow
-   with the load per node, so the miss rate at ``n`` nodes is at most the lowest one seen at a
-   load per node at least as high. With nothing known at that load, the current miss rate is
-   scaled by ``s/n`` (misses taken as inversely proportional to capacity).
+   per node (GET requests ÷ serving nodes), kept in the policy's memory on the pool item. Today's
+   miss rate is carried to ``n`` nodes along the slope those figures show on log-log axes
+   (``(s/n) ** slope``; until they span enough load, a shallow slope to grow and a steep one to
+   shrink). Experience errs most where it matters, shrinking, so without a curve the policy
+   also learns from its own scale-ins:
+
+   - each scale-in's first settled tick is compared with what was predicted for it, and later
+     predictions of a smaller size are multiplied by the running mean of those ratios (``bias``).
+     With a warm front-end that measures experience's error; with a cold one it also holds the
+     moved keys' misses, so the policy learns that cold moves need more headroom;
+   - a size the pool grew from is not shrunk to again within ``SMALL_KEPT_MINUTES`` unless its
+     load per node would be a band lower than when it grew (``small``);
+   - it shrinks one node at a time, where experience is surest.
 
 Its rule, in SPEC's terms (steps 1-3 and 6 are the tick's, as for every policy):
 
@@ -26,9 +35,11 @@ Its rule, in SPEC's terms (steps 1-3 and 6 are the tick's, as for every policy):
 - need above the pool size → scale out to the need at once (launching nodes count toward the
   size, so a further scale-out while they boot adds only what the prediction still misses);
 - need below the pool size → scale in to the largest need of the last ``scale_in_window_minutes``
-  ticks, only when every one of those ticks had data, predicted a size below the current one, and
-  the pool is settled (nothing launching or draining, every serving node warm). A tick without
-  data breaks the run, so a metrics gap never shrinks the pool;
+  ticks (a need below today's size is reckoned with ``SHRINK_HEADROOM_CURVE`` or, from
+  experience, ``SHRINK_HEADROOM``, instead of ``HEADROOM``), only when every one of those ticks
+  had data, predicted a size below the current one, and the pool is settled (nothing launching or
+  draining, every serving node warm). A tick without data breaks the run, so a metrics gap never
+  shrinks the pool;
 - otherwise hold. ``min_miss_rate_threshold`` and the ratios are the ratio policy's and are not
   used here.
 """
@@ -48,6 +59,8 @@ FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # SPEC's CapacityFactor values
 HEADROOM = 0.95  # aim below the maximum: predictions err, and moved keys start cold
 # A smaller size must be predicted this far under the maximum: between the two, the pool holds
 # (without the gap a prediction that wobbles around the goal would shrink and grow in turn).
+# The curve measures the smaller size; experience carries today's figure there, and errs more.
+SHRINK_HEADROOM_CURVE = 0.94
 SHRINK_HEADROOM = 0.9
 # After growing, no shrink for this long: the need that made it grow rarely vanishes so soon.
 GROWN_SETTLE_MINUTES = 15
@@ -70,6 +83,11 @@ SLOPE_LIMITS = (0.5, 3.0)
 # for as long as the smaller size holds, is a trade an error budget makes.
 SPIKE_PER_SHARE = 0.15
 SPIKE_LIMIT = 1.5
+# Without a curve: how far experience's predictions of a smaller size turned out off, measured
+# on the first tick after each scale-in, is held within these limits; and a size the pool grew
+# from is not shrunk to again at that load per node for this long.
+BIAS_LIMITS = (0.5, 2.0)
+SMALL_KEPT_MINUTES = 30
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,13 @@ class Memory:
     # The last scale-in's share of keys moved and predicted miss rate, until its spike is measured.
     pending: tuple[float, float] | None = None
     over: int = 0  # ticks in a row with the miss rate above the maximum
+    # Per size the pool grew from: the load per node at which it did, and when.
+    small: tuple[tuple[int, float, str], ...] = ()
+    # Without a curve: measured ÷ predicted miss rate on the first tick after each scale-in (a
+    # running mean), by which experience's predictions of a smaller size are multiplied; and the
+    # last scale-in's time and prediction (before that factor), until it is measured.
+    bias: float = 1.0
+    check: tuple[str, float] | None = None
 
     @property
     def changed(self) -> str | None:
@@ -112,6 +137,9 @@ class Memory:
             "spike": round(self.spike, 5),
             "pending": list(self.pending) if self.pending else None,
             "over": self.over,
+            "small": [[size, round(load, 2), time] for size, load, time in self.small],
+            "bias": round(self.bias, 4),
+            "check": list(self.check) if self.check else None,
         }
 
     @classmethod
@@ -128,6 +156,9 @@ class Memory:
             float(data.get("spike", SPIKE_PER_SHARE)),
             (float(pending[0]), float(pending[1])) if pending else None,
             int(data.get("over", 0)),
+            tuple((int(size), float(load), str(time)) for size, load, time in data.get("small", [])),
+            float(data.get("bias", 1.0)),
+            (str(data["check"][0]), float(data["check"][1])) if data.get("check") else None,
         )
 
 
@@ -210,7 +241,8 @@ def predict(size: int, evidence: Evidence, miss_rate: float) -> float:
     if evidence.curve is not None:
         return curve_miss_rate(evidence.curve, size / serving)
     anchor = evidence.warm_miss_rate if evidence.warm_miss_rate is not None else miss_rate
-    return experience_miss_rate(anchor, serving, size, slope(evidence.memory.seen))
+    carried = experience_miss_rate(anchor, serving, size, slope(evidence.memory.seen))
+    return min(1.0, carried * evidence.memory.bias) if size < serving else carried
 
 
 def spike(evidence: Evidence, size: int) -> float:
@@ -219,19 +251,61 @@ def spike(evidence: Evidence, size: int) -> float:
     return evidence.memory.spike * max(0, serving - size) / serving
 
 
+def too_small(evidence: Evidence, size: int) -> bool:
+    """Whether the pool grew from ``size`` in the last ``SMALL_KEPT_MINUTES`` at about this load
+    per node or a lower one: it missed too much then, and would again, whatever experience says."""
+    load = evidence.requests / max(size, 1)
+    return any(
+        grown_from == size
+        and load * LOAD_BUCKET >= grown_at
+        and _minutes_between(time, evidence.time) < SMALL_KEPT_MINUTES
+        for grown_from, grown_at, time in evidence.memory.small
+    )
+
+
+def remember_small(memory: Memory, evidence: Evidence) -> tuple[tuple[int, float, str], ...]:
+    """The sizes found too small, with today's serving size at today's load per node in."""
+    serving = max(evidence.serving, 1)
+    kept = [entry for entry in memory.small if entry[0] != serving]
+    return tuple(sorted([*kept, (serving, evidence.requests / serving, evidence.time)]))
+
+
 def need(config: Mapping[str, Any], evidence: Evidence, miss_rate: float, headroom: float = HEADROOM) -> int:
     """The smallest size within the bounds predicted to meet the goal (the maximum if none does).
 
-    A size below today's must also keep its first minute, cold keys and all, within the spike limit.
+    A size below today's must also keep its first minute, cold keys and all, within the spike
+    limit; without a curve, it must not be one the pool just grew from at this load per node.
     """
     goal = headroom * config["max_miss_rate_threshold"]
     spike_limit = SPIKE_LIMIT * config["max_miss_rate_threshold"]
     low, high = config["min_pool_size"], config["max_pool_size"]
     for size in range(low, high + 1):
         predicted = predict(size, evidence, miss_rate)
+        if size < evidence.serving and evidence.curve is None and too_small(evidence, size):
+            continue
         if predicted <= goal and predicted + spike(evidence, size) <= spike_limit:
             return size
     return high
+
+
+def _measure_bias(memory: Memory, evidence: Evidence, rate: float) -> Memory:
+    """The first tick after a scale-in without a curve, once the pool is settled: its miss rate
+    against experience's prediction for it.
+
+    With keys moved warm this is how far experience erred; with keys moved cold it also holds
+    the cold keys' misses, so the factor grows and experience shrinks the pool less readily: it
+    learns that a cold front-end needs more headroom. A scale-in undone first (the pool grew) is
+    not measured: ``small`` keeps that lesson.
+    """
+    if memory.check is None:
+        return memory
+    when, predicted = memory.check
+    if memory.grown is not None and memory.grown > when:
+        return replace(memory, check=None)
+    if not evidence.settled or predicted <= 0:
+        return memory
+    measured = min(max(rate / predicted, BIAS_LIMITS[0]), BIAS_LIMITS[1])
+    return replace(memory, bias=(memory.bias + measured) / 2, check=None)
 
 
 def _measure_spike(memory: Memory, rate: float) -> Memory:
@@ -256,6 +330,8 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
         reason = "no data: too few GET requests in the window"
         return Decision(size, size, HOLD, reason), _remember(memory, None)
     memory = _measure_spike(memory, rate)
+    if evidence.curve is None:
+        memory = _measure_bias(memory, evidence, rate)
     memory = replace(memory, over=memory.over + 1 if rate > config["max_miss_rate_threshold"] else 0)
     settled = evidence.settled and (
         memory.changed is None or _minutes_between(memory.changed, evidence.time) >= WARM_MINUTES
@@ -267,7 +343,8 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
     evidence = replace(evidence, settled=settled, memory=memory)
     wanted = need(config, evidence, rate)
     # Below today's size, what must hold for the window is the size with the shrink's headroom.
-    smaller = need(config, evidence, rate, SHRINK_HEADROOM) if wanted < size else wanted
+    shrink_headroom = SHRINK_HEADROOM_CURVE if evidence.curve is not None else SHRINK_HEADROOM
+    smaller = need(config, evidence, rate, shrink_headroom) if wanted < size else wanted
     memory = _remember(memory, smaller)
     source = "curve" if evidence.curve is not None else "experience"
     seen = f"miss rate {rate:.3f}; {source} predicts {predict(wanted, evidence, rate):.3f} at {wanted}"
@@ -279,7 +356,7 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
         return Decision(size, size, HOLD, f"{seen}: keys moved by the last change are still warming"), memory
     if wanted > size:
         grow = Decision(size, wanted, SCALE_OUT, f"{seen}: grow {size} → {wanted}")
-        return grow, replace(memory, grown=evidence.time)
+        return grow, replace(memory, grown=evidence.time, small=remember_small(memory, evidence))
     if wanted < size and smaller >= size:
         return Decision(size, size, HOLD, f"{seen}: not enough below the goal to shrink"), memory
     if wanted < size:
@@ -294,10 +371,14 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
             held = _streak(memory.needs, size)
             return Decision(size, size, HOLD, f"{seen}: shrink waits ({held} of {window} ticks)"), memory
         target = max(n for n in recent if n is not None)
+        if evidence.curve is None:  # experience is surest near today's size: one node at a time
+            target = max(target, size - 1)
         shrink = Decision(size, target, SCALE_IN, f"{seen} for {window} ticks: shrink {size} → {target}")
         moved = (evidence.serving - target) / max(evidence.serving, 1)
-        pending = (moved, predict(target, evidence, rate))
-        return shrink, replace(memory, shrunk=evidence.time, pending=pending)
+        predicted = predict(target, evidence, rate)
+        pending = (moved, predicted)
+        check = (evidence.time, predicted / memory.bias) if evidence.curve is None else None
+        return shrink, replace(memory, shrunk=evidence.time, pending=pending, check=check)
     return Decision(size, size, HOLD, f"{seen}: pool size {size} is what it needs"), memory
 
 
