@@ -267,6 +267,8 @@ def checks(days: Sequence[Day]) -> list[tuple[bool, str]]:
         (gap_ins == 0, f"predictive (curve): scale-ins during the metrics gap {gap_ins} = 0"),
     ]
     blind = mean[PREDICTIVE_BLIND]
+    if days and days[0].frontend == "warm":
+        out.extend(warm_checks(all_scores, best, blind, churn))
     for name in (RATIO, SEED, HPA, TARGET, STATIC):
         other = mean[name]
         both = (
@@ -290,6 +292,42 @@ def checks(days: Sequence[Day]) -> list[tuple[bool, str]]:
         )
     )
     return out
+
+
+def warm_checks(
+    all_scores: Sequence[Sequence[Score]], best: MeanScore, blind: MeanScore, churn: float
+) -> list[tuple[bool, str]]:
+    """The targets with the front-end kit's warm moves: tighter, since no key moves cold."""
+    worst = {
+        name: max((s.reversals for scores in all_scores for s in scores if s.name == name), default=0)
+        for name in (PREDICTIVE, PREDICTIVE_BLIND)
+    }
+    return [
+        (
+            best.cost_ratio <= 1.03,
+            f"warm, predictive (curve): cost ÷ lower bound {best.cost_ratio:.3f} ≤ 1.03",
+        ),
+        (
+            best.avoidable_violation_min <= 3,
+            f"warm, predictive (curve): avoidable violations {best.avoidable_violation_min:.1f} min ≤ 3",
+        ),
+        (
+            best.changes <= 1.2 * churn,
+            f"warm, predictive (curve): changes {best.changes:.1f} ≤ 1.2 × churn-aware {churn:.1f}",
+        ),
+        (
+            worst[PREDICTIVE] == 0,
+            f"warm, predictive (curve): most reversals in a day {worst[PREDICTIVE]} = 0",
+        ),
+        (
+            blind.avoidable_violation_min <= 6,
+            f"warm, predictive (no curve): avoidable violations {blind.avoidable_violation_min:.1f} min ≤ 6",
+        ),
+        (
+            worst[PREDICTIVE_BLIND] == 0,
+            f"warm, predictive (no curve): most reversals in a day {worst[PREDICTIVE_BLIND]} = 0",
+        ),
+    ]
 
 
 def _oracle_means(days: Sequence[Day]) -> str:

@@ -323,3 +323,24 @@ def test_figure_writes_a_deterministic_png(tmp_path: Path) -> None:
     assert data == second.read_bytes()
     # 1600 × 900: width and height are the first two fields of the IHDR chunk.
     assert int.from_bytes(data[16:20], "big") == 1600 and int.from_bytes(data[20:24], "big") == 900
+
+
+def test_the_warm_targets_judge_the_means_and_the_worst_day() -> None:
+    from bench.decisions import PREDICTIVE, PREDICTIVE_BLIND, warm_checks
+
+    def day(name: str, cost: float, avoidable: int, changes: int, reversals: int) -> Score:
+        return Score(name, 100, cost, avoidable, avoidable, changes, reversals, 0, 0)
+
+    days = [
+        [day(PREDICTIVE, 1.02, 2, 10, 0), day(PREDICTIVE_BLIND, 1.05, 5, 12, 0)],
+        [day(PREDICTIVE, 1.04, 4, 12, 0), day(PREDICTIVE_BLIND, 1.05, 7, 12, 1)],
+    ]
+    best, blind = (
+        mean_scores([s for scores in days for s in scores if s.name == n], n)
+        for n in (PREDICTIVE, PREDICTIVE_BLIND)
+    )
+    verdicts = [met for met, _ in warm_checks(days, best, blind, churn=10.0)]
+    # cost 1.03 ≤ 1.03, avoidable 3 ≤ 3, changes 11 ≤ 12, no reversal; no curve: 6 ≤ 6, but a
+    # reversal on one day fails although the mean is 0.5.
+    assert verdicts == [True, True, True, True, True, False]
+    assert not warm_checks(days, best, blind, churn=9.0)[2][0]  # 11 > 10.8
