@@ -6,10 +6,11 @@
     .venv/bin/python -m bench.decisions --aws memory     # the same decisions, in-memory AWS
 
 Per (seed, α): the fixed warm pools 1..8 (the oracle's input, and the static baseline), then
-each policy's replay through the real scheduled function under moto. Prints a table per day,
-the mean table over all days, the checks of the benchmark's targets, the median tick time, and
-last the line ``bench: cost_ratio=… avoidable_violation_min=… actions=… reversals=…`` for the
-predictive policy with the curve. ``--frontend warm`` replays the days with the front-end kit's
+each policy's replay through the real scheduled function under moto (or ``--aws memory``).
+Prints a table per day, the mean table over all days, the checks of the benchmark's targets, the
+median tick time, and last the line
+``bench: cost_ratio=… avoidable_violation_min=… actions=… reversals=…`` for the predictive policy
+with the curve. ``--frontend warm`` replays the days with the front-end kit's
 warm moves (``sim.tier``), and says how many keys each change copied and how long that took.
 """
 
@@ -495,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         for met, text in checks(days):
             print(f"{'PASS' if met else 'FAIL'}  {text}")
     ticks = [ms for day in days for ms in day.tick_ms.values()]
-    print(f"\nmedian tick under moto: {statistics.median(ticks):.1f} ms (median of the runs' medians)")
+    where = "in memory" if args.aws == "memory" else "under moto"
+    print(f"\nmedian tick {where}: {statistics.median(ticks):.1f} ms (median of the runs' medians)")
     replays = [seconds for day in days for seconds in day.replay_seconds.values()]
     if replays:
         print(
