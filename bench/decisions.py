@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         for met, text in checks(days):
             print(f"{'PASS' if met else 'FAIL'}  {text}")
     ticks = [ms for day in days for ms in day.tick_ms.values()]
-    where = "in memory" if args.aws == "memory" else "under moto"
+    where = "as saved" if args.load else "in memory" if args.aws == "memory" else "under moto"
     print(f"\nmedian tick {where}: {statistics.median(ticks):.1f} ms (median of the runs' medians)")
     replays = [seconds for day in days for seconds in day.replay_seconds.values()]
     if replays:
