@@ -141,23 +141,35 @@ def test_a_scale_in_learns_its_first_minutes_spike() -> None:
 
 
 def test_without_a_curve_a_scale_in_learns_how_far_experience_erred() -> None:
-    # The last shrink was predicted 0.06 (before any factor); the first settled tick saw 0.09:
-    # 1.5, averaged with the 1.0 known before. Later shrinks' predictions are 1.25 times higher.
+    # The last shrink was predicted 0.06 (before any factor); its first settled tick saw 0.09
+    # (1.5), and five minutes later 0.084 (1.4): no more than 15 % lower, so the first counts:
+    # averaged with the 1.0 known before, 1.25. Later shrinks' predictions are 1.25 times higher.
     cfg = config()
-    blind = evidence(serving=3, curve=None, memory=Memory(check=("2026-11-26T11:59:00Z", 0.06)))
-    _, memory = predictive.decide(cfg, observed(3, 0.09), blind)
+    blind = evidence(serving=3, curve=None, memory=Memory(check=("2026-11-26T11:59:00Z", 0.06, None)))
+    _, first = predictive.decide(cfg, observed(3, 0.09), blind)
+    assert first.bias == 1.0 and first.check == ("2026-11-26T11:59:00Z", 0.06, pytest.approx(1.5))
+    later = replace(blind, time="2026-11-26T12:04:00Z", memory=first)
+    _, memory = predictive.decide(cfg, observed(3, 0.084), later)
     assert memory.bias == pytest.approx(1.25) and memory.check is None
     plain = predictive.predict(2, replace(blind, memory=Memory()), 0.04)
     assert predictive.predict(2, replace(blind, memory=memory), 0.04) == pytest.approx(1.25 * plain)
-    # Growing is not scaled: it is what the bias is learnt from shrinking wrongly.
+    # Growing is not scaled: the bias is learnt from shrinking.
     assert predictive.predict(4, replace(blind, memory=memory), 0.04) == pytest.approx(
         predictive.predict(4, replace(blind, memory=Memory()), 0.04)
     )
-    # Not measured while the pool is not settled; dropped once the pool grew after the shrink.
+    # A first tick that was mostly moved keys' cold misses: down to 0.06 five minutes later,
+    # 1.0, so that is what counts.
+    _, cooled = predictive.decide(cfg, observed(3, 0.06), later)
+    assert cooled.bias == pytest.approx(1.0) and cooled.check is None
+    # Not measured while the pool is not settled; a shrink undone (the pool grew) counts with its
+    # first ratio, or not at all when it had none.
     _, waiting = predictive.decide(cfg, observed(3, 0.09), replace(blind, settled=False))
     assert waiting.bias == 1.0 and waiting.check == blind.memory.check
-    undone = replace(blind, memory=replace(blind.memory, grown="2026-11-26T11:59:30Z"))
-    _, dropped = predictive.decide(cfg, observed(3, 0.09), undone)
+    undone = replace(later, memory=replace(first, grown="2026-11-26T12:01:00Z"))
+    _, failed = predictive.decide(cfg, observed(3, 0.2), undone)
+    assert failed.bias == pytest.approx(1.25) and failed.check is None
+    unmeasured = replace(blind, memory=replace(blind.memory, grown="2026-11-26T11:59:30Z"))
+    _, dropped = predictive.decide(cfg, observed(3, 0.09), unmeasured)
     assert dropped.bias == 1.0 and dropped.check is None
     # With the curve nothing of it is kept: the curve measures the smaller size itself.
     _, curved = predictive.decide(cfg, observed(3, 0.09), replace(blind, curve=CURVE))
@@ -172,8 +184,9 @@ def test_without_a_curve_a_scale_in_records_its_prediction_and_moves_one_node() 
     assert predictive.need(cfg, blind, 0.01, predictive.SHRINK_HEADROOM) == 2
     decision, memory = predictive.decide(cfg, observed(4, 0.01), blind)
     assert (decision.action, decision.target_size) == (SCALE_IN, 3)
-    assert memory.check is not None and memory.check[0] == STAMP
+    assert memory.check is not None and memory.check[0] == STAMP and memory.check[2] is None
     assert memory.check[1] == pytest.approx(predictive.predict(3, blind, 0.01) / 1.2)
+    assert Memory.from_data(memory.to_data()).check == (STAMP, pytest.approx(memory.check[1], rel=1e-4), None)
 
 
 def test_without_a_curve_no_shrink_to_a_size_the_pool_just_grew_from_at_that_load() -> None:

@@ -21,9 +21,10 @@ there in one step. The answer comes from, in order of preference:
    also learns from its own scale-ins:
 
    - each scale-in's first settled tick is compared with what was predicted for it, and later
-     predictions of a smaller size are multiplied by the running mean of those ratios (``bias``).
-     With a warm front-end that measures experience's error; with a cold one it also holds the
-     moved keys' misses, so the policy learns that cold moves need more headroom;
+     predictions of a smaller size are multiplied by the running mean of those ratios (``bias``),
+     unless the ratio had fallen by more than ``1 - DECAYED`` five minutes later: then that
+     first tick was mostly the moved keys' cold misses (a cold front-end), and the later ratio
+     counts;
    - a size the pool grew from is not shrunk to again within ``SMALL_KEPT_MINUTES`` unless its
      load per node would be a band lower than when it grew (``small``);
    - it shrinks one node at a time, where experience is surest.
@@ -88,6 +89,7 @@ SPIKE_LIMIT = 1.5
 # from is not shrunk to again at that load per node for this long.
 BIAS_LIMITS = (0.5, 2.0)
 SMALL_KEPT_MINUTES = 30
+DECAYED = 0.85  # a ratio this much lower WARM_MINUTES after a scale-in: its first tick was transient
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,11 @@ class Memory:
     over: int = 0  # ticks in a row with the miss rate above the maximum
     # Per size the pool grew from: the load per node at which it did, and when.
     small: tuple[tuple[int, float, str], ...] = ()
-    # Without a curve: measured ÷ predicted miss rate on the first tick after each scale-in (a
-    # running mean), by which experience's predictions of a smaller size are multiplied; and the
-    # last scale-in's time and prediction (before that factor), until it is measured.
+    # Without a curve: measured ÷ predicted miss rate after each scale-in (a running mean), by
+    # which experience's predictions of a smaller size are multiplied; and the last scale-in's
+    # time, prediction (before that factor) and first tick's ratio, until it is measured.
     bias: float = 1.0
-    check: tuple[str, float] | None = None
+    check: tuple[str, float, float | None] | None = None
 
     @property
     def changed(self) -> str | None:
@@ -158,8 +160,15 @@ class Memory:
             int(data.get("over", 0)),
             tuple((int(size), float(load), str(time)) for size, load, time in data.get("small", [])),
             float(data.get("bias", 1.0)),
-            (str(data["check"][0]), float(data["check"][1])) if data.get("check") else None,
+            _check_from_data(data.get("check")),
         )
+
+
+def _check_from_data(data: Sequence[Any] | None) -> tuple[str, float, float | None] | None:
+    if not data:
+        return None
+    first = data[2] if len(data) > 2 else None
+    return str(data[0]), float(data[1]), None if first is None else float(first)
 
 
 @dataclass(frozen=True)
@@ -289,23 +298,32 @@ def need(config: Mapping[str, Any], evidence: Evidence, miss_rate: float, headro
 
 
 def _measure_bias(memory: Memory, evidence: Evidence, rate: float) -> Memory:
-    """The first tick after a scale-in without a curve, once the pool is settled: its miss rate
-    against experience's prediction for it.
+    """A scale-in without a curve, measured: its miss rate against experience's prediction for it,
+    on the first settled tick after it and again ``WARM_MINUTES`` later.
 
-    With keys moved warm this is how far experience erred; with keys moved cold it also holds
-    the cold keys' misses, so the factor grows and experience shrinks the pool less readily: it
-    learns that a cold front-end needs more headroom. A scale-in undone first (the pool grew) is
-    not measured: ``small`` keeps that lesson.
+    The first ratio goes into the running mean: with keys moved warm it is how far experience
+    erred (five minutes later the day's trend has moved the rate too). When the second is more
+    than ``1 - DECAYED`` lower, the first was mostly the moved keys' cold misses (a cold
+    front-end), gone since, and the second counts instead. A scale-in undone before the second
+    (the pool grew) counts with its first ratio: it failed as that tick showed (and ``small``
+    keeps its lesson).
     """
     if memory.check is None:
         return memory
-    when, predicted = memory.check
+    when, predicted, first = memory.check
     if memory.grown is not None and memory.grown > when:
-        return replace(memory, check=None)
+        return replace(memory, check=None) if first is None else _biased(memory, first)
     if not evidence.settled or predicted <= 0:
         return memory
-    measured = min(max(rate / predicted, BIAS_LIMITS[0]), BIAS_LIMITS[1])
-    return replace(memory, bias=(memory.bias + measured) / 2, check=None)
+    ratio = min(max(rate / predicted, BIAS_LIMITS[0]), BIAS_LIMITS[1])
+    if _minutes_between(when, evidence.time) >= WARM_MINUTES:
+        transient = first is not None and ratio < DECAYED * first
+        return _biased(memory, ratio if first is None or transient else first)
+    return memory if first is not None else replace(memory, check=(when, predicted, ratio))
+
+
+def _biased(memory: Memory, ratio: float) -> Memory:
+    return replace(memory, bias=(memory.bias + ratio) / 2, check=None)
 
 
 def _measure_spike(memory: Memory, rate: float) -> Memory:
@@ -377,7 +395,7 @@ def decide(config: Mapping[str, Any], observed: Observation, evidence: Evidence)
         moved = (evidence.serving - target) / max(evidence.serving, 1)
         predicted = predict(target, evidence, rate)
         pending = (moved, predicted)
-        check = (evidence.time, predicted / memory.bias) if evidence.curve is None else None
+        check = (evidence.time, predicted / memory.bias, None) if evidence.curve is None else None
         return shrink, replace(memory, shrunk=evidence.time, pending=pending, check=check)
     return Decision(size, size, HOLD, f"{seen}: pool size {size} is what it needs"), memory
 
