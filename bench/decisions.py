@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import baselines, report
 from bench.fixed_pools import replay_fixed
-from bench.replay import BOOT_MINUTES, CAPACITY, MAX_MISS_RATE, Replay, Setup, replay
+from bench.replay import AWS, BOOT_MINUTES, CAPACITY, MAX_MISS_RATE, Replay, Setup, replay
 from bench.score import (
     MeanScore,
     Oracle,
@@ -75,7 +75,7 @@ class Task:
     mean_gets: int | None = None
     minutes: int | None = None
     frontend: str = "cold"
-    aws: str = "moto"  # where the replay's AWS lives: moto, or memory (sim.memory_aws)
+    aws: AWS = "moto"  # where the replay's AWS lives: moto, or memory (sim.memory_aws)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def run_task(task: Task) -> tuple[Task, Any, float]:
         task.name,
         policy=policy,
         baseline=baselines.BASELINES[rule] if rule else None,
-        aws_in="memory" if task.aws == "memory" else "moto",
+        aws_in=task.aws,
     )
     return task, (outcome.run, outcome.median_tick_ms), time.perf_counter() - began
 

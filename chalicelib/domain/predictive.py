@@ -167,8 +167,8 @@ class Memory:
 def _check_from_data(data: Sequence[Any] | None) -> tuple[str, float, float | None] | None:
     if not data:
         return None
-    first = data[2] if len(data) > 2 else None
-    return str(data[0]), float(data[1]), None if first is None else float(first)
+    when, predicted, first = data
+    return str(when), float(predicted), None if first is None else float(first)
 
 
 @dataclass(frozen=True)
