@@ -110,6 +110,35 @@ def test_experience_carries_todays_miss_rate_to_another_size_along_the_slope() -
     assert experience_miss_rate(0.1, 4, 2, None) == pytest.approx(0.4)
 
 
+def test_a_short_span_of_experience_may_make_a_shrink_more_careful_but_never_less() -> None:
+    # A night's figures (a replayed day at 05:43): they span 1.27× in load, too little to trust
+    # both ways, yet they show the miss rate growing as load^2.5 where a node holds less.
+    night = (
+        Seen(1486, 0.045, STAMP),
+        Seen(1583, 0.049, STAMP),
+        Seen(1708, 0.062, STAMP),
+        Seen(1882, 0.082, STAMP),
+    )
+    assert slope(night) is None
+    early = slope(night, predictive.EARLY_SPAN)
+    assert early is not None and early > 2.4
+    # That day's scale-ins had measured their predictions 6.6 % low (bias 1.066).
+    memory = Memory(seen=night, bias=1.066)
+    blind = evidence(serving=4, curve=None, requests=5636, warm_miss_rate=0.042, memory=memory)
+    # Shrinking to 3 along load² would predict 0.080 with the bias, under the shrink's goal of
+    # 0.09; along the night's own slope it is over it (a warm pool of 3 missed 0.09-0.097 that
+    # hour), so the pool holds at 4.
+    assert experience_miss_rate(0.042, 4, 3, None) * 1.066 == pytest.approx(0.0796, abs=1e-4)
+    assert predictive.predict(3, blind, 0.042) > 0.09
+    assert predictive.need(config(min_pool_size=1), blind, 0.042, predictive.SHRINK_HEADROOM) == 4
+    # Growing still assumes the shallow slope, and a shallow short fit leaves a shrink's at load².
+    assert predictive.predict(5, blind, 0.042) == pytest.approx(0.042 * 4 / 5)
+    shallow = tuple(replace(point, miss_rate=0.04 * point.load / 1486) for point in night)
+    flat = replace(blind, memory=Memory(seen=shallow, bias=1.066))
+    assert slope(shallow, predictive.EARLY_SPAN) == pytest.approx(1.0)
+    assert predictive.predict(3, flat, 0.042) == pytest.approx(0.042 * (4 / 3) ** 2 * 1.066)
+
+
 def test_without_a_curve_the_warm_nodes_miss_rate_is_the_anchor() -> None:
     blind = evidence(serving=4, curve=None, warm_miss_rate=0.05)
     assert predictive.predict(8, blind, 0.3) == pytest.approx(0.025)  # 0.05 × (4/8)¹, not 0.3's

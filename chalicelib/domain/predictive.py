@@ -17,8 +17,8 @@ there in one step. The answer comes from, in order of preference:
    per node (GET requests ÷ serving nodes), kept in the policy's memory on the pool item. Today's
    miss rate is carried to ``n`` nodes along the slope those figures show on log-log axes
    (``(s/n) ** slope``; until they span enough load, a shallow slope to grow and a steep one to
-   shrink). Experience errs most where it matters, shrinking, so without a curve the policy
-   also learns from its own scale-ins:
+   shrink, steeper still where the figures gathered so far show it). Experience errs most where
+   it matters, shrinking, so without a curve the policy also learns from its own scale-ins:
 
    - each scale-in's first settled tick is compared with what was predicted for it, and later
      predictions of a smaller size are multiplied by the running mean of those ratios (``bias``),
@@ -78,6 +78,11 @@ LOAD_BUCKET = 1.1  # experience keeps the newest figure per 10 % band of load pe
 # shows the slope, growing assumes a shallow one and shrinking a steep one (both err safe).
 SLOPE_GROWING, SLOPE_SHRINKING = 1.0, 2.0
 SLOPE_LIMITS = (0.5, 3.0)
+# The load span a fit needs before it is trusted both ways (FIT_SPAN), and before it may make a
+# shrink more careful than SLOPE_SHRINKING (EARLY_SPAN): the night's experience spans little
+# load, and the curve steepens where a node holds less of the keys.
+FIT_SPAN = 1.5
+EARLY_SPAN = 1.2
 # The extra miss rate of the first minute after a scale-in, per share of the keys it moved
 # (they start cold on the nodes that inherit them); learnt from each scale-in. A shrink may
 # take that first minute up to SPIKE_LIMIT × the maximum: one minute over it, to save a node
@@ -222,13 +227,14 @@ def _minutes_between(earlier: str, later: str) -> float:
     return seconds_between(earlier, parse_iso(later)) / 60
 
 
-def slope(seen: Sequence[Seen]) -> float | None:
+def slope(seen: Sequence[Seen], span: float | None = None) -> float | None:
     """How steeply the miss rate grows with the load per node, fitted on log-log experience.
 
-    None until there are three figures spanning loads at least 1.5 apart.
+    None until there are three figures spanning loads at least ``span`` (``FIT_SPAN``) apart.
     """
+    span = FIT_SPAN if span is None else span
     points = [(math.log(point.load), math.log(point.miss_rate)) for point in seen if point.miss_rate > 1e-3]
-    if len(points) < 3 or points[-1][0] - points[0][0] < math.log(1.5):
+    if len(points) < 3 or points[-1][0] - points[0][0] < math.log(span):
         return None
     mean_x = sum(x for x, _ in points) / len(points)
     mean_y = sum(y for _, y in points) / len(points)
@@ -237,10 +243,17 @@ def slope(seen: Sequence[Seen]) -> float | None:
     return min(max(fitted, SLOPE_LIMITS[0]), SLOPE_LIMITS[1])
 
 
-def experience_miss_rate(miss_rate: float, serving: int, size: int, fitted_slope: float | None) -> float:
-    """Today's miss rate at ``serving`` nodes, carried to ``size`` by the slope (or a safe guess)."""
+def experience_miss_rate(
+    miss_rate: float, serving: int, size: int, fitted_slope: float | None, early_slope: float | None = None
+) -> float:
+    """Today's miss rate at ``serving`` nodes, carried to ``size`` by the slope (or a safe guess).
+
+    Without a slope, growing assumes a shallow one and shrinking a steep one, or ``early_slope``
+    (a fit over a shorter span of load) where that is steeper still: it may only make a shrink
+    more careful.
+    """
     if fitted_slope is None:
-        fitted_slope = SLOPE_GROWING if size >= serving else SLOPE_SHRINKING
+        fitted_slope = SLOPE_GROWING if size >= serving else max(SLOPE_SHRINKING, early_slope or 0.0)
     return min(1.0, miss_rate * (serving / size) ** fitted_slope)
 
 
@@ -250,7 +263,8 @@ def predict(size: int, evidence: Evidence, miss_rate: float) -> float:
     if evidence.curve is not None:
         return curve_miss_rate(evidence.curve, size / serving)
     anchor = evidence.warm_miss_rate if evidence.warm_miss_rate is not None else miss_rate
-    carried = experience_miss_rate(anchor, serving, size, slope(evidence.memory.seen))
+    seen = evidence.memory.seen
+    carried = experience_miss_rate(anchor, serving, size, slope(seen), slope(seen, EARLY_SPAN))
     return min(1.0, carried * evidence.memory.bias) if size < serving else carried
 
 
