@@ -34,6 +34,7 @@ from chalicelib.adapters.observability import logger
 from chalicelib.domain.errors import DependencyError
 from chalicelib.domain.instances import LIVE_STATES
 from chalicelib.domain.notices import MAX_QUEUED_NOTICES
+from chalicelib.domain.policy import SCALE_IN, SCALE_OUT
 from chalicelib.domain.pool import IN_SERVICE, Pool
 from chalicelib.domain.settings import POOL_TAG_KEY, Settings
 from chalicelib.service import wiring
@@ -318,6 +319,22 @@ class World:
             cloudwatch.put_metric_data(Namespace="Memcache", MetricData=data[start : start + 500])
 
 
+def open_floor(windows: list[dict[str, Any]], when: datetime) -> int:
+    """The highest ``min_pool_size`` of the every-day windows open at ``when`` (0 if none is)."""
+    minute = when.hour * 60 + when.minute
+    sizes = [
+        window["min_pool_size"]
+        for window in windows
+        if (minute - _minute_of_day(window["start"])) % (24 * 60) < window["duration_minutes"]
+    ]
+    return max(sizes, default=0)
+
+
+def _minute_of_day(start: str) -> int:
+    hours, minutes = start.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
 class PoolMachine(RuleBasedStateMachine):
     backend = "fakes"
 
@@ -564,13 +581,38 @@ class PoolMachine(RuleBasedStateMachine):
         span=st.integers(0, 7),
         auto=st.booleans(),
         policy=st.sampled_from(["ratio", "predictive"]),
+        shadow=st.sampled_from([None, "ratio", "predictive"]),
+        # A scheduled floor opening this many minutes from the machine's clock (or before it),
+        # for so many minutes, at that size.
+        floor=st.none() | st.tuples(st.integers(-5, 10), st.integers(1, 30), st.integers(1, 8)),
         during=DURING,
     )
-    def set_config(self, low: int, span: int, auto: bool, policy: str, during: Armed | None) -> None:
+    def set_config(
+        self,
+        low: int,
+        span: int,
+        auto: bool,
+        policy: str,
+        shadow: str | None,
+        floor: tuple[int, int, int] | None,
+        during: Armed | None,
+    ) -> None:
         high = min(8, low + span)
+        floors = []
+        if floor is not None:
+            opens, minutes, size = floor
+            start = (T0 + timedelta(minutes=self.minute + opens)).strftime("%H:%M")
+            floors = [{"start": start, "duration_minutes": minutes, "min_pool_size": size}]
         with self.operation("config", during):
             self.set_config_body(
-                {"min_pool_size": low, "max_pool_size": high, "auto_mode": auto, "policy": policy}
+                {
+                    "min_pool_size": low,
+                    "max_pool_size": high,
+                    "auto_mode": auto,
+                    "policy": policy,
+                    "shadow_policy": shadow,
+                    "scheduled_floors": floors,
+                }
             )
 
     def set_config_body(self, body: dict[str, Any]) -> None:
@@ -629,6 +671,7 @@ class PoolMachine(RuleBasedStateMachine):
         if decision.get("action") is not None and not decision.get("errors") and not self.interleaved():
             config = self.world.raw_store.load_config()[0]
             assert pool.pool_size <= config["max_pool_size"], (decision, config)
+            self.the_config_was_followed(decision, config, pool)
         for node in pool.nodes:
             if node.state == IN_SERVICE:
                 assert states[node.id][0] not in GONE, f"{node.id} terminated, still listed in service"
@@ -639,6 +682,32 @@ class PoolMachine(RuleBasedStateMachine):
             assert self.unaccounted[node_id] <= 2, f"{node_id} tagged, unaccounted for 3 ticks"
         for node_id in set(self.unaccounted) - (tagged - accounted):
             del self.unaccounted[node_id]
+
+    def the_config_was_followed(self, decision: dict[str, Any], config: dict[str, Any], pool: Pool) -> None:
+        """A tick that decided and acted without an error: an open scheduled floor was met (capped
+        at the maximum), the shadow recorded is the one the config names, and auto_mode off only
+        kept the pool within its bounds. What the config asks for is worked out here, from the
+        stored config and the event's minute, not taken from the tick's own record."""
+        if decision.get("replayed") or decision.get("time", "")[:16] != self.last_event_minute():
+            return  # a dead writer's plan finished, or an event already answered
+        low, high = config["min_pool_size"], config["max_pool_size"]
+        floor = open_floor(config.get("scheduled_floors") or [], T0 + timedelta(minutes=self.minute))
+        if floor > low and low < high:
+            low = min(floor, high)
+            assert decision["scheduled_floor"]["min_pool_size"] == low, (decision, config)
+        else:
+            assert "scheduled_floor" not in decision, (decision, config)
+        assert pool.pool_size >= low, (decision, config, pool.pool_size)
+        named = config.get("shadow_policy")
+        watched = named if config["auto_mode"] else named or config["policy"]
+        assert (decision.get("shadow") or {}).get("policy") == watched, (decision, config)
+        if not config["auto_mode"] and decision["action"] in (SCALE_OUT, SCALE_IN):
+            before = decision["previous_size"]
+            assert before > high or before < low, decision
+
+    def last_event_minute(self) -> str | None:
+        """The minute of the last scheduled event: a tick is named by its minute."""
+        return self.last_event["time"][:16] if self.last_event else None
 
     # -- invariants ------------------------------------------------------------------------------
 
