@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 
-from frontend_kit import CacheNode, FrontendKit, MoveReport, Moving, Ring, Routing, ScalerApi, WarmMover
+from frontend_kit import (
+    CacheNode,
+    FrontendKit,
+    MoveReport,
+    Moving,
+    Ring,
+    Routing,
+    ScalerApi,
+    WarmMover,
+    moves,
+)
 from frontend_kit.protocol import Connection, Listed
 from tests.test_node_agent import MEMCACHED, Memcached, free_port
 
@@ -281,6 +291,42 @@ def test_the_rate_limit_paces_the_copy_on_the_injected_clock(pool: Pool) -> None
     )
     # 1,000 keys at 500 a second, a burst of one batch (100) allowed: 1.8 s
     assert report.keys_copied == 1000 and report.seconds == pytest.approx(1.8)
+
+
+@pytest.mark.parametrize("relist_seconds", [0.5, 0.0])
+def test_keys_the_first_listing_missed_are_found_by_the_second_and_copied_once(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch, relist_seconds: float
+) -> None:
+    a, b, c = pool.nodes
+    old, new = Ring([a, b]), Ring([a, b, c])
+    keys = moving_keys(old, new, 300)
+    pool.fill(old, {key: value_of(key) for key in keys})
+    # Given a first listing that misses every other key, as memcached's crawler skips the items a
+    # read is moving out of the cold LRU (for up to a second, so not in a later listing)
+    skipped = {key.encode() for key in keys[::2]}
+    listings: list[int] = []
+    full_listing = moves._Run.list_moving
+
+    def crawler_skipping_at_first(run: Any, sources: Any) -> list[Any]:
+        found = full_listing(run, sources)
+        listings.append(len(found))
+        return [c for c in found if c.listed.key not in skipped] if len(listings) == 1 else found
+
+    monkeypatch.setattr(moves._Run, "list_moving", crawler_skipping_at_first)
+    clock = FakeClock()
+    mover = WarmMover(clock=clock, sleep=clock.sleep, relist_seconds=relist_seconds)
+    report = mover.move(old, new, Moving(), change="increase", sequence=1)
+    arrived = {key for key in keys if pool.peek(c, key) == (0, value_of(key))}
+    if relist_seconds:
+        # Then, after the pause, the second listing's new keys are copied too, each key once
+        assert listings == [300, 300] and clock.now >= 1000.0 + relist_seconds
+        assert (report.keys_listed, report.keys_copied, report.keys_left) == (300, 300, 0)
+        assert arrived == set(keys)
+    else:
+        # Without a second listing, the keys the first one missed start cold on their new owner
+        assert listings == [300]
+        assert (report.keys_listed, report.keys_copied) == (150, 150)
+        assert arrived == set(keys[1::2])
 
 
 def test_a_drain_moves_the_draining_nodes_keys_to_their_new_owners_then_confirms_it(pool: Pool) -> None:
